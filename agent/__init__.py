@@ -1,0 +1,1 @@
+"""The agent: search loop, proposers, generator backends and the command line."""

@@ -1,0 +1,43 @@
+"""`ensnas` command line. Library code raises typed errors; only this module turns them into
+messages and exit codes (0 ok, 1 the candidate/run failed on its merits, 2 usage or setup error)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from evaluator.failures import EnsnasError, EvaluationFailed
+
+COMMANDS = ["evaluate", "compare"]  # module names under agent.commands, in help order
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ensnas", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"agent.commands.{name}")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except EvaluationFailed as exc:
+        print(f"ensnas: evaluation failed [{exc.reason.value}]: {exc.detail}", file=sys.stderr)
+        return 1
+    except EnsnasError as exc:
+        print(f"ensnas: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ensnas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The proposer interface and registry.
+
+A proposer turns the state of the search (incumbent, recent history) into candidate
+*programs*: full source text under the program contract plus the parent it edits. DARTS
+genotypes, RL token sequences and closed-form knobs are rendered to programs too, so one
+evaluator, store, diff viewer and fine-tuning set serve every proposer.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from evaluator.failures import ConfigError
+from evaluator.tasks import TaskConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProgramRecord:
+    """What a proposer may know about an evaluated program (from the store)."""
+    id: int
+    source: str
+    status: str                         # "accepted", "rejected", "failed", "duplicate", ...
+    reason: str = ""                    # failure reason or the decision's why
+    parent_id: int | None = None
+    proposer: str = ""
+    statistics: dict[str, Any] | None = None   # EnsembleStatistics.as_dict() when evaluated
+    decision: dict[str, Any] | None = None     # Decision.as_dict() when compared
+    diff: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    source: str
+    parent_id: int | None
+    proposer: str
+    meta: dict[str, Any] = field(default_factory=dict)   # prompt, raw model output, genotype, ...
+    failure: str | None = None           # set when the proposer itself failed (e.g. edit did not apply)
+    failure_detail: str = ""
+
+
+@dataclass(kw_only=True)
+class ProposalContext:
+    task: TaskConfig
+    incumbent: ProgramRecord
+    history: list[ProgramRecord]        # most recent first
+    elites: list[ProgramRecord]
+    cycle: int
+    rng: np.random.Generator
+    members: int = 5
+
+
+class Proposer(ABC):
+    name: str = "abstract"
+
+    @abstractmethod
+    def propose(self, ctx: ProposalContext, n: int) -> list[Candidate]:
+        """Return up to n candidates; never raise for bad model output (use Candidate.failure)."""
+
+    def observe(self, candidate: Candidate, record: ProgramRecord) -> None:
+        """Feedback after evaluation (RL proposers learn from it; most ignore it)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state saved in the run dir so `ensnas resume` continues it."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+PROPOSERS: dict[str, Callable[..., Proposer]] = {}
+# name -> module that registers it, imported on first use so heavy proposers cost nothing until chosen
+LAZY_PROPOSERS: dict[str, str] = {}
+
+
+def register_proposer(name: str):
+    def wrap(factory):
+        PROPOSERS[name] = factory
+        factory.name = name
+        return factory
+    return wrap
+
+
+def make_proposer(name: str, **options) -> Proposer:
+    if name not in PROPOSERS and name in LAZY_PROPOSERS:
+        importlib.import_module(LAZY_PROPOSERS[name])
+    if name not in PROPOSERS:
+        known = sorted(set(PROPOSERS) | set(LAZY_PROPOSERS))
+        raise ConfigError(f"unknown proposer {name!r}; known: {', '.join(known)}")
+    return PROPOSERS[name](**options)

@@ -1,0 +1,131 @@
+"""Host side of one evaluation: prepare a work dir, run the worker in a sandbox, score the result."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from evaluator.failures import EvaluationFailed, FailureReason
+from evaluator.statistics import EnsembleStatistics, compute_statistics, validate_probabilities
+from evaluator.task_data import TaskData, materialize
+from evaluator.tasks import TaskConfig
+from evaluator.worker import PROGRAM_NAME
+from sandbox.base import Limits, Sandbox, SandboxJob, SandboxRun
+
+MAX_PREDICTIONS_BYTES = 1 << 30
+
+
+@dataclass
+class Evaluation:
+    ok: bool
+    reason: FailureReason | None = None
+    detail: str = ""
+    param_count: int | None = None
+    val_probs: np.ndarray | None = None
+    test_probs: np.ndarray | None = None
+    statistics: EnsembleStatistics | None = None
+    train_seconds: list[float] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    sandbox_seconds: float = 0.0
+    seeds: list[int] = field(default_factory=list)
+    stderr_tail: str = ""
+
+    def summary(self) -> dict:
+        base = {"ok": self.ok, "reason": self.reason.value if self.reason else None, "detail": self.detail,
+                "param_count": self.param_count, "train_seconds": self.train_seconds,
+                "wall_seconds": self.wall_seconds, "seeds": self.seeds}
+        if self.statistics:
+            base["statistics"] = self.statistics.as_dict()
+        return base
+
+
+class Evaluator:
+    """Evaluates program sources on one task through one sandbox backend."""
+
+    def __init__(self, *, task: TaskConfig, sandbox: Sandbox, limits: Limits = Limits(),
+                 cache_dir: Path | None = None, work_root: Path | None = None, threads: int = 1) -> None:
+        self.task, self.sandbox, self.limits, self.threads = task, sandbox, limits, threads
+        self.data: TaskData = materialize(task, cache_dir)
+        self.work_root = Path(work_root) if work_root else None
+
+    def evaluate(self, source: str, *, instances: int = 2, seed_base: int = 0, keep_dir: Path | None = None) -> Evaluation:
+        seeds = [seed_base + i for i in range(instances)]
+        start = time.perf_counter()
+        work = Path(tempfile.mkdtemp(prefix="ensnas-job-", dir=self.work_root))
+        try:
+            self._prepare(work, source, seeds)
+            run = self.sandbox.run(SandboxJob(work_dir=work, data_dir=self.data.inputs_dir, limits=self.limits))
+            evaluation = self._interpret(work, run)
+            evaluation.sandbox_seconds = run.wall_seconds
+            if keep_dir is not None:
+                shutil.copytree(work, keep_dir, dirs_exist_ok=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        evaluation.seeds = seeds
+        evaluation.wall_seconds = time.perf_counter() - start
+        return evaluation
+
+    def _prepare(self, work: Path, source: str, seeds: list[int]) -> None:
+        (work / PROGRAM_NAME).write_text(source)
+        job = {"input_shape": list(self.data.input_shape), "num_classes": self.data.num_classes,
+               "seeds": seeds, "budget": self.task.budget.model_dump(), "max_params": self.task.max_params,
+               "threads": self.threads}
+        (work / "job.json").write_text(json.dumps(job))
+        (work / "out").mkdir()
+        for p in (work, work / "out"):
+            p.chmod(0o777)  # the sandbox may run as an unprivileged user
+        for p in (work / PROGRAM_NAME, work / "job.json"):
+            p.chmod(0o644)
+
+    def _interpret(self, work: Path, run: SandboxRun) -> Evaluation:
+        fail = lambda reason, detail: Evaluation(ok=False, reason=reason, detail=detail, stderr_tail=run.stderr_tail)  # noqa: E731
+        if run.timed_out:
+            return fail(FailureReason.timeout, f"killed after {self.limits.timeout_s:.0f} s")
+        result_path = work / "out" / "result.json"
+        try:
+            result = json.loads(result_path.read_text())
+            if not isinstance(result, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError):
+            if run.out_of_memory:
+                return fail(FailureReason.out_of_memory, f"killed by the {self.limits.memory_mb} MiB memory limit")
+            last = run.stderr_tail.strip().splitlines()[-1:] or [""]
+            return fail(FailureReason.crashed, f"worker exited with code {run.exit_code} without a verdict {last[0][:300]}")
+        if run.output_truncated and run.notes and "output_too_large" in run.notes:
+            return fail(FailureReason.output_too_large, "the program printed more than the output cap")
+        if result.get("status") != "ok":
+            try:
+                reason = FailureReason(result.get("reason"))
+            except ValueError:
+                reason = FailureReason.invalid_output
+            return fail(reason, str(result.get("detail", ""))[:4000])
+        try:
+            val, test = self._load_predictions(work / "out" / "predictions.npz")
+            k = len(val)
+            val = validate_probabilities(val, len(self.data.y_val), self.data.num_classes, "validation")
+            test = validate_probabilities(test, len(self.data.y_test), self.data.num_classes, "test")
+            if k < 2 or len(test) != k:
+                raise EvaluationFailed(FailureReason.invalid_output, f"{k} instances in the predictions")
+        except EvaluationFailed as exc:
+            return fail(exc.reason, exc.detail)
+        return Evaluation(ok=True, param_count=int(result.get("param_count", 0)), val_probs=val, test_probs=test,
+                          statistics=compute_statistics(val, self.data.y_val),
+                          train_seconds=[float(s) for s in result.get("train_seconds", [])],
+                          stderr_tail=run.stderr_tail)
+
+    @staticmethod
+    def _load_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            if path.stat().st_size > MAX_PREDICTIONS_BYTES:
+                raise EvaluationFailed(FailureReason.output_too_large, "predictions file above 1 GiB")
+            with np.load(path, allow_pickle=False) as z:
+                return np.asarray(z["val"]), np.asarray(z["test"])
+        except EvaluationFailed:
+            raise
+        except (OSError, KeyError, ValueError, EOFError) as exc:
+            raise EvaluationFailed(FailureReason.invalid_output, f"unreadable predictions: {exc}") from exc

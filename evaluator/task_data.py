@@ -1,0 +1,70 @@
+"""Materialise a task's splits once on disk: sandbox-visible inputs apart from host-only labels.
+
+    CACHE/<key>/inputs/  x_train.npy y_train.npy x_val.npy x_test.npy   (mounted read-only)
+    CACHE/<key>/labels.npz  y_val y_test                                  (never mounted)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evaluator.datasets import load_splits
+from evaluator.tasks import TaskConfig
+
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("ENSNAS_CACHE") or Path.home() / ".cache" / "ensnas")
+
+
+@dataclass(frozen=True)
+class TaskData:
+    inputs_dir: Path
+    y_val: np.ndarray
+    y_test: np.ndarray
+    input_shape: tuple[int, ...]
+    num_classes: int
+    n_train: int
+
+
+def _key(task: TaskConfig) -> str:
+    ident = {"dataset": task.dataset, "path": task.data_path, "split_seed": task.split_seed,
+             "val_fraction": task.val_fraction, "v": 1}
+    return task.dataset + "-" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def materialize(task: TaskConfig, cache_dir: Path | None = None) -> TaskData:
+    root = Path(cache_dir or default_cache()) / _key(task)
+    meta_path = root / "meta.json"
+    if not meta_path.exists():
+        splits = load_splits(task.dataset, task.data_path, split_seed=task.split_seed, val_fraction=task.val_fraction)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".tmp-"))
+        (tmp / "inputs").mkdir()
+        np.save(tmp / "inputs" / "x_train.npy", splits.x_train.astype(np.float32))
+        np.save(tmp / "inputs" / "y_train.npy", splits.y_train.astype(np.int64))
+        np.save(tmp / "inputs" / "x_val.npy", splits.x_val.astype(np.float32))
+        np.save(tmp / "inputs" / "x_test.npy", splits.x_test.astype(np.float32))
+        np.savez(tmp / "labels.npz", y_val=splits.y_val, y_test=splits.y_test)
+        meta = {"input_shape": list(splits.input_shape), "num_classes": splits.num_classes,
+                "n_train": len(splits.y_train)}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        for p in [tmp, *tmp.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)  # readable by the sandbox's unprivileged user
+        try:
+            os.rename(tmp, root)  # atomic: concurrent materialisations race harmlessly
+        except OSError:
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+    meta = json.loads(meta_path.read_text())
+    with np.load(root / "labels.npz") as z:
+        y_val, y_test = z["y_val"], z["y_test"]
+    return TaskData(inputs_dir=root / "inputs", y_val=y_val, y_test=y_test,
+                    input_shape=tuple(meta["input_shape"]), num_classes=int(meta["num_classes"]),
+                    n_train=int(meta["n_train"]))

@@ -1,0 +1,131 @@
+"""The in-sandbox worker: load the program, build, check, proxy-train K instances, dump probabilities.
+
+    python -m evaluator.worker --work WORK_DIR --data DATA_DIR
+
+WORK_DIR holds job.json and program.py and receives out/result.json and out/predictions.npz.
+DATA_DIR holds x_train.npy, y_train.npy, x_val.npy and x_test.npy: training labels only;
+validation and test labels never enter the sandbox, so the host computes every score.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+import types
+from pathlib import Path
+
+import numpy as np
+
+from evaluator.failures import EvaluationFailed, FailureReason
+
+PROGRAM_NAME = "program.py"
+
+
+def load_program(source: str) -> types.ModuleType:
+    """Execute the candidate's source as a module named `program`; typed failure on any error."""
+    try:
+        code = compile(source, PROGRAM_NAME, "exec")
+    except (SyntaxError, ValueError) as exc:
+        line = getattr(exc, "lineno", None)
+        raise EvaluationFailed(FailureReason.syntax_error, f"{exc.__class__.__name__}: {exc.msg if hasattr(exc, 'msg') else exc}"
+                               + (f" (line {line})" if line else "")) from exc
+    module = types.ModuleType("program")
+    module.__file__ = PROGRAM_NAME
+    try:
+        exec(code, module.__dict__)
+    except ImportError as exc:
+        raise EvaluationFailed(FailureReason.import_error, f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise EvaluationFailed(FailureReason.build_error, f"module level: {type(exc).__name__}: {exc}") from exc
+    if not callable(getattr(module, "build_model", None)):
+        raise EvaluationFailed(FailureReason.missing_build_model, "the program defines no callable build_model")
+    return module
+
+
+def feature_fraction(module: types.ModuleType) -> float:
+    value = getattr(module, "FEATURE_FRACTION", 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise EvaluationFailed(FailureReason.bad_hyperparameter, f"FEATURE_FRACTION={value!r} is not in (0, 1]")
+    return float(value)
+
+
+def feature_view(fraction: float, input_shape: tuple[int, ...], seed: int):
+    """The member's fixed random feature subset (seed 000 §5): columns for flat inputs,
+    a fixed zero mask for structured ones. Returns (transform, shape the model sees)."""
+    if fraction >= 1.0:
+        return (lambda x: x), input_shape
+    rng = np.random.default_rng(10_000 + seed)
+    total = int(np.prod(input_shape))
+    keep = np.sort(rng.choice(total, size=max(1, int(round(fraction * total))), replace=False))
+    if len(input_shape) == 1:
+        return (lambda x: x[:, keep]), (len(keep),)
+    mask = np.zeros(total, np.float32)
+    mask[keep] = 1.0
+    mask = mask.reshape(input_shape)
+    return (lambda x: x * mask), input_shape
+
+
+def run_job(work: Path, data: Path) -> dict:
+    import torch
+
+    from evaluator.training import Budget, check_model, predict_probabilities, train_instance
+
+    job = json.loads((work / "job.json").read_text())
+    torch.set_num_threads(int(job.get("threads", 1)))
+    module = load_program((work / PROGRAM_NAME).read_text())
+    fraction = feature_fraction(module)
+    x_train = np.load(data / "x_train.npy", mmap_mode="r")
+    y_train = np.load(data / "y_train.npy")
+    x_val, x_test = np.load(data / "x_val.npy"), np.load(data / "x_test.npy")
+    input_shape, num_classes = tuple(job["input_shape"]), int(job["num_classes"])
+    budget = Budget(**job["budget"])
+    n = budget.train_subset or len(y_train)
+    x_train = np.asarray(x_train[:n], dtype=np.float32)
+    y_train = y_train[:n]
+    val, test, seconds, params = [], [], [], 0
+    for seed in job["seeds"]:
+        torch.manual_seed(seed)
+        view, seen_shape = feature_view(fraction, input_shape, seed)
+        try:
+            model = module.build_model(seen_shape, num_classes)
+        except Exception as exc:
+            raise EvaluationFailed(FailureReason.build_error, f"build_model raised {type(exc).__name__}: {exc}") from exc
+        params = check_model(model, view(x_train[:2]), num_classes, int(job["max_params"]))
+        seconds.append(train_instance(model, view(x_train), y_train, budget, seed))
+        val.append(predict_probabilities(model, view(x_val)))
+        test.append(predict_probabilities(model, view(x_test)))
+    out = work / "out"
+    out.mkdir(exist_ok=True)
+    np.savez(out / "predictions.npz", val=np.stack(val), test=np.stack(test))
+    return {"status": "ok", "param_count": params, "train_seconds": seconds, "feature_fraction": fraction}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="evaluator.worker")
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        result = run_job(args.work, args.data)
+    except EvaluationFailed as exc:
+        result = {"status": "failed", "reason": exc.reason.value, "detail": exc.detail}
+    except MemoryError:
+        result = {"status": "failed", "reason": FailureReason.out_of_memory.value, "detail": "MemoryError"}
+    except BaseException as exc:  # anything else the program provoked, SystemExit included
+        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        result = {"status": "failed", "reason": FailureReason.crashed.value, "detail": tb[:2000]}
+    result["worker_seconds"] = time.perf_counter() - start
+    out = args.work / "out"
+    out.mkdir(exist_ok=True)
+    (out / "result.json").write_text(json.dumps(result))
+    sys.stdout.flush()
+    # Exit without running the program's atexit hooks or lingering non-daemon threads.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

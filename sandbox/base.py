@@ -1,0 +1,90 @@
+"""The Sandbox interface every backend implements, and the registry that names them.
+
+A backend runs the evaluator's worker on one prepared work directory under limits and
+reports what happened to the process; the host (evaluator.evaluate) turns that, plus the
+worker's own verdict file, into a typed result.
+"""
+from __future__ import annotations
+
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from evaluator.failures import ConfigError
+
+SOURCE_ROOT = Path(__file__).resolve().parents[1]  # where `evaluator` can be imported from
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    timeout_s: float = 900.0
+    memory_mb: int = 4096
+    cpus: float = 1.0
+    pids: int = 256
+    max_output_bytes: int = 1 << 20      # stdout/stderr kept per stream
+    max_file_mb: int = 512               # largest file the program may write
+    gpu: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxJob:
+    work_dir: Path          # job.json + program.py in; out/ back
+    data_dir: Path          # read-only training data and val/test inputs
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(kw_only=True)
+class SandboxRun:
+    exit_code: int | None
+    wall_seconds: float
+    timed_out: bool = False
+    out_of_memory: bool = False
+    output_truncated: bool = False
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+class Sandbox(ABC):
+    name: str = "abstract"
+
+    @abstractmethod
+    def run(self, job: SandboxJob) -> SandboxRun:
+        """Run the worker on `job`; never raises for anything the program does."""
+
+    def check_available(self) -> None:
+        """Raise SandboxUnavailable (with the fix in the message) if this backend cannot run here."""
+
+    def worker_argv(self, work_dir: Path | str, data_dir: Path | str, python: str = sys.executable) -> list[str]:
+        return [python, "-m", "evaluator.worker", "--work", str(work_dir), "--data", str(data_dir)]
+
+
+SANDBOXES: dict[str, Callable[..., Sandbox]] = {}
+
+
+def register_sandbox(name: str):
+    def wrap(factory):
+        SANDBOXES[name] = factory
+        factory.name = name
+        return factory
+    return wrap
+
+
+def make_sandbox(name: str, **options) -> Sandbox:
+    if name not in SANDBOXES:
+        raise ConfigError(f"unknown sandbox {name!r}; known: {', '.join(sorted(SANDBOXES))}")
+    return SANDBOXES[name](**options)
+
+
+def tail(path: Path, limit: int) -> tuple[str, bool]:
+    """The last `limit` bytes of a file as text, and whether anything was cut."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if size > limit:
+                f.seek(size - limit)
+            return f.read().decode("utf-8", "replace"), size > limit
+    except OSError:
+        return "", False

@@ -1,0 +1,37 @@
+"""Shared fixtures. Tests run against tiny real data and real training, nothing mocked."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROGRAMS = Path(__file__).parent / "programs"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One dataset cache per test session (ENSNAS_CACHE if set, so CI can reuse it)."""
+    env = os.environ.get("ENSNAS_CACHE")
+    return Path(env) if env else tmp_path_factory.mktemp("ensnas-cache")
+
+
+@pytest.fixture(scope="session")
+def digits_task():
+    from evaluator.tasks import get_task
+    from evaluator.tasks import ProxyBudget
+    task = get_task("digits")
+    return task.model_copy(update={"budget": ProxyBudget(epochs=3, batch_size=64, lr=3e-3)})
+
+
+@pytest.fixture(scope="session")
+def digits_evaluator(digits_task, cache_dir):
+    from evaluator.evaluate import Evaluator
+    from sandbox import Limits, make_sandbox
+    return Evaluator(task=digits_task, sandbox=make_sandbox("subprocess"), limits=Limits(timeout_s=120),
+                     cache_dir=cache_dir)
+
+
+def program(name: str) -> str:
+    return (PROGRAMS / name).read_text()

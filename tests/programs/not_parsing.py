@@ -1,0 +1,2 @@
+def build_model(input_shape, num_classes)
+    return None
