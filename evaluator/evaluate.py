@@ -70,11 +70,24 @@ class Evaluator:
         evaluation.wall_seconds = time.perf_counter() - start
         return evaluation
 
-    def _prepare(self, work: Path, source: str, seeds: list[int]) -> None:
+    def check(self, source: str) -> Evaluation:
+        """Build, shape and parameter checks only, in the sandbox (no training): ok or a typed reason."""
+        start = time.perf_counter()
+        work = Path(tempfile.mkdtemp(prefix="ensnas-check-", dir=self.work_root))
+        try:
+            self._prepare(work, source, [], build_only=True)
+            run = self.sandbox.run(SandboxJob(work_dir=work, data_dir=self.data.inputs_dir, limits=self.limits))
+            evaluation = self._interpret(work, run, build_only=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        evaluation.wall_seconds = time.perf_counter() - start
+        return evaluation
+
+    def _prepare(self, work: Path, source: str, seeds: list[int], build_only: bool = False) -> None:
         (work / PROGRAM_NAME).write_text(source)
         job = {"input_shape": list(self.data.input_shape), "num_classes": self.data.num_classes,
                "seeds": seeds, "budget": self.task.budget.model_dump(), "max_params": self.task.max_params,
-               "threads": self.threads}
+               "threads": self.threads, "build_only": build_only}
         (work / "job.json").write_text(json.dumps(job))
         (work / "out").mkdir()
         for p in (work, work / "out"):
@@ -82,7 +95,7 @@ class Evaluator:
         for p in (work / PROGRAM_NAME, work / "job.json"):
             p.chmod(0o644)
 
-    def _interpret(self, work: Path, run: SandboxRun) -> Evaluation:
+    def _interpret(self, work: Path, run: SandboxRun, build_only: bool = False) -> Evaluation:
         fail = lambda reason, detail: Evaluation(ok=False, reason=reason, detail=detail, stderr_tail=run.stderr_tail)  # noqa: E731
         if run.timed_out:
             return fail(FailureReason.timeout, f"killed after {self.limits.timeout_s:.0f} s")
@@ -104,6 +117,8 @@ class Evaluator:
             except ValueError:
                 reason = FailureReason.invalid_output
             return fail(reason, str(result.get("detail", ""))[:4000])
+        if build_only:
+            return Evaluation(ok=True, param_count=int(result.get("param_count", 0)), stderr_tail=run.stderr_tail)
         try:
             val, test = self._load_predictions(work / "out" / "predictions.npz")
             k = len(val)

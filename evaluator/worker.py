@@ -86,6 +86,14 @@ def run_job(work: Path, data: Path) -> dict:
     x_train = np.asarray(x_train[:n], dtype=np.float32)
     y_train = y_train[:n]
     val, test, seconds, params = [], [], [], 0
+    if job.get("build_only"):  # the cheap check of a repair loop: build, shape and size, no training
+        view, seen_shape = feature_view(fraction, input_shape, 0)
+        try:
+            model = module.build_model(seen_shape, num_classes)
+        except Exception as exc:
+            raise EvaluationFailed(FailureReason.build_error, f"build_model raised {type(exc).__name__}: {exc}") from exc
+        params = check_model(model, view(x_train[:2]), num_classes, int(job["max_params"]))
+        return {"status": "ok", "param_count": params, "build_only": True, "feature_fraction": fraction}
     for seed in job["seeds"]:
         torch.manual_seed(seed)
         view, seen_shape = feature_view(fraction, input_shape, seed)

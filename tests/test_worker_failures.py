@@ -61,3 +61,13 @@ def test_timeout_is_typed(digits_task, cache_dir):
     result = slow.evaluate("import time\ntime.sleep(60)\n" + program("tiny_linear.py"))
     assert result.reason == FailureReason.timeout
     assert result.wall_seconds < 20
+
+
+@pytest.mark.parametrize("name,reason", [("tiny_linear.py", None), ("wrong_shape.py", FailureReason.shape_mismatch),
+                                         ("not_parsing.py", FailureReason.syntax_error)])
+def test_build_only_check(digits_evaluator, name, reason):
+    result = digits_evaluator.check(program(name))
+    assert result.reason == reason
+    assert result.ok == (reason is None)
+    if result.ok:
+        assert result.param_count == 64 * 10 + 10 and result.val_probs is None
