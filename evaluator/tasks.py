@@ -86,3 +86,8 @@ def get_task(name_or_path: str, **overrides) -> TaskConfig:
         return TaskConfig.model_validate(base)
     except ValidationError as exc:
         raise ConfigError(f"invalid task {name_or_path}: {exc}") from exc
+
+
+# Tabular tasks (adult, movielens, tabular) register themselves here. Their data packages are
+# looked up only when a task is loaded, so a missing wheel is a ConfigError then, not at import.
+from evaluator import tabular as _tabular  # noqa: E402,F401

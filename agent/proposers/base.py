@@ -73,7 +73,9 @@ class Proposer(ABC):
 
 PROPOSERS: dict[str, Callable[..., Proposer]] = {}
 # name -> module that registers it, imported on first use so heavy proposers cost nothing until chosen
-LAZY_PROPOSERS: dict[str, str] = {}
+LAZY_PROPOSERS: dict[str, str] = {
+    "closed_form": "agent.proposers.closed_form",
+}
 
 
 def register_proposer(name: str):
