@@ -75,6 +75,8 @@ PROPOSERS: dict[str, Callable[..., Proposer]] = {}
 # name -> module that registers it, imported on first use so heavy proposers cost nothing until chosen
 LAZY_PROPOSERS: dict[str, str] = {
     "closed_form": "agent.proposers.closed_form",
+    "darts": "agent.proposers.darts.proposer",
+    "edgenes": "agent.proposers.darts.proposer",
 }
 
 
