@@ -9,7 +9,7 @@ import sys
 
 from evaluator.failures import EnsnasError, EvaluationFailed
 
-COMMANDS = ["evaluate", "compare"]  # module names under agent.commands, in help order
+COMMANDS = ["run", "inspect", "export", "evaluate", "compare"]  # module names under agent.commands, in help order
 
 
 def build_parser() -> argparse.ArgumentParser:

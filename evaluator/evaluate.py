@@ -34,6 +34,7 @@ class Evaluation:
     sandbox_seconds: float = 0.0
     seeds: list[int] = field(default_factory=list)
     stderr_tail: str = ""
+    feature_fraction: float = 1.0  # as the worker applied it (FEATURE_FRACTION)
 
     def summary(self) -> dict:
         base = {"ok": self.ok, "reason": self.reason.value if self.reason else None, "detail": self.detail,
@@ -53,12 +54,16 @@ class Evaluator:
         self.data: TaskData = materialize(task, cache_dir)
         self.work_root = Path(work_root) if work_root else None
 
-    def evaluate(self, source: str, *, instances: int = 2, seed_base: int = 0, keep_dir: Path | None = None) -> Evaluation:
+    def evaluate(self, source: str, *, instances: int = 2, seed_base: int = 0, keep_dir: Path | None = None,
+                 save_weights: bool = False) -> Evaluation:
+        """Train `instances` copies (seeds seed_base, seed_base+1, ...) and score them on the host.
+        With save_weights, each instance's state dict is written to the job's out/ dir (copy it
+        out with keep_dir)."""
         seeds = [seed_base + i for i in range(instances)]
         start = time.perf_counter()
         work = Path(tempfile.mkdtemp(prefix="ensnas-job-", dir=self.work_root))
         try:
-            self._prepare(work, source, seeds)
+            self._prepare(work, source, seeds, save_weights=save_weights)
             run = self.sandbox.run(SandboxJob(work_dir=work, data_dir=self.data.inputs_dir, limits=self.limits))
             evaluation = self._interpret(work, run)
             evaluation.sandbox_seconds = run.wall_seconds
@@ -83,11 +88,12 @@ class Evaluator:
         evaluation.wall_seconds = time.perf_counter() - start
         return evaluation
 
-    def _prepare(self, work: Path, source: str, seeds: list[int], build_only: bool = False) -> None:
+    def _prepare(self, work: Path, source: str, seeds: list[int], build_only: bool = False,
+                 save_weights: bool = False) -> None:
         (work / PROGRAM_NAME).write_text(source)
         job = {"input_shape": list(self.data.input_shape), "num_classes": self.data.num_classes,
                "seeds": seeds, "budget": self.task.budget.model_dump(), "max_params": self.task.max_params,
-               "threads": self.threads, "build_only": build_only}
+               "threads": self.threads, "build_only": build_only, "save_weights": save_weights}
         (work / "job.json").write_text(json.dumps(job))
         (work / "out").mkdir()
         for p in (work, work / "out"):
@@ -99,6 +105,11 @@ class Evaluator:
         fail = lambda reason, detail: Evaluation(ok=False, reason=reason, detail=detail, stderr_tail=run.stderr_tail)  # noqa: E731
         if run.timed_out:
             return fail(FailureReason.timeout, f"killed after {self.limits.timeout_s:.0f} s")
+        if "out_invalid" in run.notes:  # e.g. a symlink in out/: never read through it
+            return fail(FailureReason.invalid_output, next((n for n in run.notes if n.startswith("out/")), ""))
+        if "output_too_large" in run.notes:  # printed past the cap, a file past its cap, or littered out/
+            detail = next((n for n in run.notes if n.startswith("out/")), "the program's output went past its cap")
+            return fail(FailureReason.output_too_large, detail)
         result_path = work / "out" / "result.json"
         try:
             result = json.loads(result_path.read_text())
@@ -109,13 +120,16 @@ class Evaluator:
                 return fail(FailureReason.out_of_memory, f"killed by the {self.limits.memory_mb} MiB memory limit")
             last = run.stderr_tail.strip().splitlines()[-1:] or [""]
             return fail(FailureReason.crashed, f"worker exited with code {run.exit_code} without a verdict {last[0][:300]}")
-        if run.output_truncated and run.notes and "output_too_large" in run.notes:
-            return fail(FailureReason.output_too_large, "the program printed more than the output cap")
         if result.get("status") != "ok":
             try:
                 reason = FailureReason(result.get("reason"))
             except ValueError:
                 reason = FailureReason.invalid_output
+            if reason in (FailureReason.build_error, FailureReason.forward_error, FailureReason.crashed) and any(
+                    m in str(result.get("detail", "")) for m in ("MemoryError", "can't allocate memory")):
+                reason = FailureReason.out_of_memory  # the address-space limit surfaced as an exception
+            elif "File too large" in str(result.get("detail", "")):
+                reason = FailureReason.output_too_large  # EFBIG: the file-size limit (Python ignores SIGXFSZ)
             return fail(reason, str(result.get("detail", ""))[:4000])
         if build_only:
             return Evaluation(ok=True, param_count=int(result.get("param_count", 0)), stderr_tail=run.stderr_tail)
@@ -131,6 +145,7 @@ class Evaluator:
         return Evaluation(ok=True, param_count=int(result.get("param_count", 0)), val_probs=val, test_probs=test,
                           statistics=compute_statistics(val, self.data.y_val),
                           train_seconds=[float(s) for s in result.get("train_seconds", [])],
+                          feature_fraction=float(result.get("feature_fraction", 1.0)),
                           stderr_tail=run.stderr_tail)
 
     @staticmethod

@@ -52,17 +52,24 @@ def feature_fraction(module: types.ModuleType) -> float:
     return float(value)
 
 
-def feature_view(fraction: float, input_shape: tuple[int, ...], seed: int):
-    """The member's fixed random feature subset (seed 000 §5): columns for flat inputs,
-    a fixed zero mask for structured ones. Returns (transform, shape the model sees)."""
+def feature_subset(fraction: float, input_shape: tuple[int, ...], seed: int) -> np.ndarray | None:
+    """The member's fixed random feature subset (seed 000 §5), as sorted flat indices; None = all."""
     if fraction >= 1.0:
-        return (lambda x: x), input_shape
+        return None
     rng = np.random.default_rng(10_000 + seed)
     total = int(np.prod(input_shape))
-    keep = np.sort(rng.choice(total, size=max(1, int(round(fraction * total))), replace=False))
+    return np.sort(rng.choice(total, size=max(1, int(round(fraction * total))), replace=False))
+
+
+def feature_view(fraction: float, input_shape: tuple[int, ...], seed: int):
+    """How a member sees its inputs: selected columns for flat inputs, a fixed zero mask for
+    structured ones. Returns (transform, the input shape the model is built for)."""
+    keep = feature_subset(fraction, input_shape, seed)
+    if keep is None:
+        return (lambda x: x), input_shape
     if len(input_shape) == 1:
         return (lambda x: x[:, keep]), (len(keep),)
-    mask = np.zeros(total, np.float32)
+    mask = np.zeros(int(np.prod(input_shape)), np.float32)
     mask[keep] = 1.0
     mask = mask.reshape(input_shape)
     return (lambda x: x * mask), input_shape
@@ -103,6 +110,9 @@ def run_job(work: Path, data: Path) -> dict:
             raise EvaluationFailed(FailureReason.build_error, f"build_model raised {type(exc).__name__}: {exc}") from exc
         params = check_model(model, view(x_train[:2]), num_classes, int(job["max_params"]))
         seconds.append(train_instance(model, view(x_train), y_train, budget, seed))
+        if job.get("save_weights"):
+            (work / "out").mkdir(exist_ok=True)
+            torch.save(model.state_dict(), work / "out" / f"weights_{seed}.pt")
         val.append(predict_probabilities(model, view(x_val)))
         test.append(predict_probabilities(model, view(x_test)))
     out = work / "out"

@@ -1,6 +1,6 @@
 """Proposers: everything that emits candidate programs (LLM, DARTS/EdgeNES, RACHEL, closed form, baselines)."""
-from agent.proposers.base import (PROPOSERS, Candidate, ProposalContext, Proposer, ProgramRecord, make_proposer,
+from agent.proposers.base import (PROPOSERS, Candidate, LoopResources, ProposalContext, Proposer, ProgramRecord, make_proposer,
                                   register_proposer)
 
-__all__ = ["PROPOSERS", "Candidate", "ProposalContext", "Proposer", "ProgramRecord", "make_proposer",
+__all__ = ["PROPOSERS", "Candidate", "LoopResources", "ProposalContext", "Proposer", "ProgramRecord", "make_proposer",
            "register_proposer"]

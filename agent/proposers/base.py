@@ -53,12 +53,23 @@ class ProposalContext:
     members: int = 5
 
 
+@dataclass(kw_only=True)
+class LoopResources:
+    evaluator: Any                      # evaluator.evaluate.Evaluator (build checks for repair loops)
+    generator: dict[str, Any]           # the run's generator config (agent.generators), as given
+    run_dir: Any                        # pathlib.Path of the run; adapters live in run_dir/adapters
+    adapter_path: str | None = None     # newest LoRA adapter from the CE update, if any
+
+
 class Proposer(ABC):
     name: str = "abstract"
 
     @abstractmethod
     def propose(self, ctx: ProposalContext, n: int) -> list[Candidate]:
         """Return up to n candidates; never raise for bad model output (use Candidate.failure)."""
+
+    def bind(self, resources: "LoopResources") -> None:
+        """Receive what the loop owns (evaluator, generator config, run dir) before the first cycle."""
 
     def observe(self, candidate: Candidate, record: ProgramRecord) -> None:
         """Feedback after evaluation (RL proposers learn from it; most ignore it)."""
@@ -74,9 +85,13 @@ class Proposer(ABC):
 PROPOSERS: dict[str, Callable[..., Proposer]] = {}
 # name -> module that registers it, imported on first use so heavy proposers cost nothing until chosen
 LAZY_PROPOSERS: dict[str, str] = {
+    "random": "agent.proposers.mutation",
+    "evolution": "agent.proposers.mutation",
+    "llm": "agent.proposers.llm",
     "closed_form": "agent.proposers.closed_form",
     "darts": "agent.proposers.darts.proposer",
     "edgenes": "agent.proposers.darts.proposer",
+    "rachel": "agent.proposers.rachel.proposer",
 }
 
 

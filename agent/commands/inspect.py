@@ -1,0 +1,175 @@
+"""Read-only views of a run: `status`, `show`, `diff`, `lineage`."""
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from agent.loop import unified_diff
+from agent.store import RunStore
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("status", help="progress, counts, incumbent and per-cycle diagnostics of a run")
+    p.add_argument("run_dir")
+    p.set_defaults(handler=status)
+
+    p = sub.add_parser("show", help="list a run's candidates, or one candidate in full")
+    p.add_argument("run_dir")
+    p.add_argument("candidate", nargs="?", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=show)
+
+    p = sub.add_parser("diff", help="coloured unified diff of a candidate vs its parent (or vs OTHER)")
+    p.add_argument("run_dir")
+    p.add_argument("candidate", type=int)
+    p.add_argument("other", nargs="?", type=int)
+    p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    p.set_defaults(handler=diff)
+
+    p = sub.add_parser("lineage", help="the accepted chain as a tree with the gain at each step")
+    p.add_argument("run_dir")
+    p.add_argument("--all", action="store_true", help="also show rejected and failed children")
+    p.set_defaults(handler=lineage)
+
+
+def counts_line(store: RunStore) -> str:
+    counts = Counter(r.status for r in store.candidates())
+    cycles = [c for c in store.cycles() if c["status"] == "done"]
+    inc = store.get_state("incumbent")
+    parts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    return f"{len(cycles)} cycles done; candidates: {parts}; incumbent #{inc}"
+
+
+def status(args) -> int:
+    store = RunStore(Path(args.run_dir))
+    config = store.get_meta("config") or {}
+    print(f"run {args.run_dir}: task {config.get('task')}, {config.get('cycles')} cycles, "
+          f"proposers {', '.join(p['name'] for p in config.get('proposers', []))}")
+    print(counts_line(store))
+    reasons = Counter(r.reason for r in store.candidates(status=("failed", "filtered", "proposal_failed")))
+    if reasons:
+        print("failures: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
+    for c in store.cycles():
+        d = c["diagnostic"] or {}
+        rel = f"ρ_S {d['rho_s']:.2f} (SNR {d['snr']:.2f})" if d.get("rho_s") is not None and "snr" in d else "ρ_S n/a"
+        print(f"  cycle {c['cycle']}: {c['status']:<10} incumbent #{c['incumbent_before']} → "
+              f"#{c['incumbent_after'] if c['incumbent_after'] is not None else '…'}   proxy reliability {rel}")
+    for a in store.adapters():
+        print(f"  adapter v{a['version']} after cycle {a['cycle']}: {a['examples']} examples, {a['seconds']:.0f} s")
+    report = store.get_state("final_report")
+    if report and "brier" in report.get("final", {}):
+        print(f"final {report['members']}-ensemble test Brier {report['final']['brier']:.4f} "
+              f"(seed {report['seed'].get('brier', float('nan')):.4f}), accuracy {report['final']['accuracy']:.4f}")
+    timings = store.get_state("timings") or {}
+    if timings:
+        total = sum(timings.values()) or 1.0
+        print("time: " + ", ".join(f"{k} {v:.0f} s ({v / total:.0%})" for k, v in sorted(timings.items())))
+    return 0
+
+
+def _pred(stats: dict | None, members: int) -> str:
+    if not stats:
+        return ""
+    return f"{stats['member_error'] - (members - 1) / members * stats['diversity']:.4f}"
+
+
+def show(args) -> int:
+    store = RunStore(Path(args.run_dir))
+    members = (store.get_meta("config") or {}).get("acceptance", {}).get("members", 5)
+    if args.candidate is None:
+        print(f"{'id':>4} {'cycle':>5} {'proposer':<10} {'parent':>6} {'status':<16} {'E_ens(M)':>8}  reason")
+        for r in store.candidates():
+            reason = (r.reason or "")[:70]
+            print(f"{r.id:>4} {r.cycle:>5} {r.proposer:<10} {str(r.parent_id or ''):>6} {r.status:<16} "
+                  f"{_pred(r.statistics, members):>8}  {reason}")
+        return 0
+    r = store.candidate(args.candidate)
+    if args.json:
+        print(json.dumps(r.__dict__, indent=2, default=str))
+        return 0
+    print(f"candidate #{r.id}: cycle {r.cycle}, proposer {r.proposer}, parent #{r.parent_id}, status {r.status}")
+    if r.reason:
+        print(f"reason: {r.reason}")
+    if r.detail:
+        print(f"detail: {r.detail}")
+    if r.statistics:
+        s = r.statistics
+        print(f"E_a {s['member_error']:.4f}  D̂ {s['diversity']:.4f}  ρ {s['correlation']:.3f}  "
+              f"σ² {s['variance']:.4f}  predicted E_ens(M={members}) {_pred(s, members)}  params {r.param_count:,}")
+    if r.decision:
+        print(f"decision vs #{r.decision.get('baseline')}: Δ {r.decision['delta']:+.5f}, threshold "
+              f"{r.decision['threshold']:+.5f}, bound [{r.decision['lower_bound']:+.5f}, {r.decision['upper_bound']:+.5f}]")
+    print("--- source ---")
+    print(r.source or "(none)")
+    return 0
+
+
+def colour(diff_text: str, enabled: bool) -> str:
+    if not enabled:
+        return diff_text
+    out = []
+    for line in diff_text.splitlines(keepends=True):
+        if line.startswith(("+++", "---")):
+            out.append(f"\033[1m{line}\033[0m")
+        elif line.startswith("+"):
+            out.append(f"\033[32m{line}\033[0m")
+        elif line.startswith("-"):
+            out.append(f"\033[31m{line}\033[0m")
+        elif line.startswith("@@"):
+            out.append(f"\033[36m{line}\033[0m")
+        else:
+            out.append(line)
+    return "".join(out)
+
+
+def diff(args) -> int:
+    store = RunStore(Path(args.run_dir))
+    cand = store.candidate(args.candidate)
+    other_id = args.other if args.other is not None else cand.parent_id
+    if other_id is None:
+        print(f"candidate #{cand.id} has no parent (it is the seed); give OTHER to compare", file=sys.stderr)
+        return 1
+    other = store.candidate(other_id)
+    text = unified_diff(other.source or "", cand.source or "", f"#{other.id}", f"#{cand.id}")
+    enabled = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    print(colour(text, enabled) if text else f"#{cand.id} and #{other.id} are identical", end="" if text else "\n")
+    return 0
+
+
+def lineage(args) -> int:
+    store = RunStore(Path(args.run_dir))
+    members = (store.get_meta("config") or {}).get("acceptance", {}).get("members", 5)
+    rows = {r.id: r for r in store.candidates()}
+    seed_id = store.get_state("seed_id")
+    if seed_id is None:
+        print("the run has not evaluated its seed yet")
+        return 0
+    children: dict[int, list[int]] = {}
+    for r in rows.values():
+        base = (r.decision or {}).get("baseline")
+        if r.status == "accepted" or (args.all and base is not None):
+            children.setdefault(base, []).append(r.id)
+        elif args.all and r.parent_id is not None and r.status in ("failed", "filtered", "proposal_failed"):
+            children.setdefault(r.parent_id, []).append(r.id)
+    incumbent = store.get_state("incumbent")
+
+    def label(r) -> str:
+        mark = " ★" if r.id == incumbent else ""
+        if r.status == "seed":
+            return f"#{r.id} seed  E_ens(M={members}) {_pred(r.statistics, members)}{mark}"
+        d = r.decision or {}
+        gain = f"gain {d['predicted_improvement']:+.4f} [{d['lower_bound']:+.4f}, {d['upper_bound']:+.4f}]" if d else r.reason
+        edited = f" (edited #{r.parent_id})" if d and r.parent_id != d.get("baseline") else ""
+        score = f"  E_ens {_pred(r.statistics, members)}" if r.statistics else ""
+        return f"#{r.id} {r.proposer} {r.status} cycle {r.cycle}  {gain}{score}{edited}{mark}"
+
+    def walk(node: int, prefix: str, last: bool, root: bool = False) -> None:
+        print(("" if root else prefix + ("└─ " if last else "├─ ")) + label(rows[node]))
+        kids = sorted(children.get(node, []))
+        for i, kid in enumerate(kids):
+            walk(kid, prefix + ("" if root else ("   " if last else "│  ")), i == len(kids) - 1)
+
+    walk(seed_id, "", True, root=True)
+    return 0

@@ -1,0 +1,90 @@
+"""The run configuration: one typed object, loadable from YAML, every field with a CPU default."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from evaluator.acceptance import AcceptanceConfig
+from evaluator.failures import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProposerSpec(_Strict):
+    name: str = "llm"
+    candidates: int = Field(3, ge=1, description="candidates per cycle from this proposer")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class NoveltyConfig(_Strict):
+    enabled: bool = True
+    threshold: float = Field(0.95, gt=0, le=1, description="drop if estimated Jaccard to any archived program ≥ this")
+    num_perm: int = Field(128, ge=16)
+    shingle: int = Field(5, ge=1, description="token shingle length")
+
+
+class PrefilterConfig(_Strict):
+    max_bytes: int = Field(20_000, ge=100)
+    max_lines: int = Field(400, ge=5)
+
+
+class SandboxConfig(_Strict):
+    backend: str = "auto"
+    timeout_s: float = 600.0
+    memory_mb: int = 4096
+    threads: int = 1
+    workers: int = Field(2, ge=1, description="evaluations in parallel")
+
+
+class CEUpdateConfig(_Strict):
+    enabled: bool = True
+    every: int = Field(2, ge=1, description="fine-tune the generator every n cycles")
+    elites: int = Field(8, ge=1)
+    min_examples: int = Field(1, ge=1)
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    epochs: int = 2
+    lr: float = 2e-4
+    max_steps: int = 30
+
+
+class DeployConfig(_Strict):
+    members: int = Field(5, ge=2, description="M of the final deployed ensemble")
+    export: bool = True
+
+
+class RunConfig(_Strict):
+    task: str = "digits"
+    data_path: str | None = None
+    cycles: int = Field(4, ge=1)
+    seed: int = 0
+    proposers: list[ProposerSpec] = Field(default_factory=lambda: [ProposerSpec()])
+    generator: dict[str, Any] = Field(default_factory=dict, description="agent.generators config (backend, model, sampling)")
+    novelty: NoveltyConfig = NoveltyConfig()
+    prefilter: PrefilterConfig = PrefilterConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    acceptance: AcceptanceConfig = AcceptanceConfig()
+    noise_instances: int = Field(4, ge=0, description="instances of the seed program for a pooled seed-noise estimate (0: off)")
+    ce_update: CEUpdateConfig = CEUpdateConfig()
+    deploy: DeployConfig = DeployConfig()
+    elites: int = Field(8, ge=1)
+    history: int = Field(8, ge=1, description="recent candidates shown to proposers")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> "RunConfig":
+        data: dict[str, Any] = {}
+        if path:
+            try:
+                data = yaml.safe_load(Path(path).read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid config{' ' + str(path) if path else ''}: {exc}") from exc

@@ -1,0 +1,310 @@
+"""The search loop: propose → pre-filter → sandbox → statistics → acceptance gate → store.
+
+Resumable by construction: a cycle's candidates are inserted in one transaction before any is
+evaluated; each finished evaluation is committed on its own; decisions are taken in candidate
+order and each commits together with the new incumbent. After `kill -9`, `resume` re-evaluates
+only what was in flight, decides only what was undecided, and never proposes a cycle twice.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from agent.config import RunConfig
+from agent.prefilter import Prefilter
+from agent.proposers.base import LoopResources, ProgramRecord, ProposalContext, make_proposer
+from agent.store import CandidateRow, RunDirError, RunStore
+from evaluator.acceptance import acceptance_test, noise_variance_from_instances
+from evaluator.evaluate import Evaluation, Evaluator
+from evaluator.failures import ConfigError
+from evaluator.tasks import TaskConfig, get_task
+from sandbox import Limits, make_sandbox
+from sandbox.select import resolve_sandbox_name
+from theory.proxy import predicted_rank_correlation
+
+log = logging.getLogger("ensnas")
+RHO_S_WARN = 0.8
+
+
+def unified_diff(parent: str, child: str, parent_name: str = "parent.py", child_name: str = "candidate.py") -> str:
+    return "".join(difflib.unified_diff(parent.splitlines(keepends=True), child.splitlines(keepends=True),
+                                        fromfile=parent_name, tofile=child_name))
+
+
+def record(row: CandidateRow) -> ProgramRecord:
+    return ProgramRecord(id=row.id, source=row.source or "", status=row.status, reason=row.reason or "",
+                         parent_id=row.parent_id, proposer=row.proposer, statistics=row.statistics,
+                         decision=row.decision, diff=row.diff or "")
+
+
+def predicted(row: CandidateRow, members: int) -> float:
+    s = row.statistics or {}
+    return s["member_error"] - (members - 1) / members * s["diversity"] if "member_error" in s else float("inf")
+
+
+class SearchLoop:
+    def __init__(self, *, run_dir: Path, config: RunConfig | None = None, resume: bool = False,
+                 progress: bool = True, sandbox_name: str | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        if resume:
+            self.store = RunStore(self.run_dir)
+            saved = self.store.get_meta("config")
+            if saved is None:
+                raise RunDirError(f"{self.run_dir} has no saved config; it was never started")
+            self.config = RunConfig.model_validate(saved)
+        else:
+            if (self.run_dir / "run.sqlite").exists():
+                raise RunDirError(f"{self.run_dir} already holds a run; use `ensnas resume {self.run_dir}`")
+            self.config = config or RunConfig()
+            self.store = RunStore(self.run_dir, create=True)
+            self.store.set_meta("config", self.config.model_dump(mode="json"))
+            self.store.set_meta("versions", _versions())
+        c = self.config
+        self.task: TaskConfig = get_task(c.task, data_path=c.data_path)
+        self.members = c.acceptance.members
+        backend = resolve_sandbox_name(sandbox_name or c.sandbox.backend)
+        sandbox = make_sandbox(backend)
+        sandbox.check_available()
+        self.store.set_state("sandbox_backend", backend)
+        limits = Limits(timeout_s=c.sandbox.timeout_s, memory_mb=c.sandbox.memory_mb, cpus=float(c.sandbox.threads))
+        self.evaluator = Evaluator(task=self.task, sandbox=sandbox, limits=limits, threads=c.sandbox.threads)
+        self.prefilter = Prefilter(config=c.prefilter, novelty=c.novelty)
+        for row in self.store.candidates():
+            if row.source and row.status not in ("filtered", "proposal_failed"):
+                self.prefilter.archive(row.id, row.source)
+        adapters = self.store.adapters()
+        self.resources = LoopResources(evaluator=self.evaluator, generator=c.generator, run_dir=self.run_dir,
+                                       adapter_path=adapters[-1]["path"] if adapters else None)
+        self.proposers = []
+        for spec in c.proposers:
+            proposer = make_proposer(spec.name, **spec.options)
+            proposer.bind(self.resources)
+            state = self.store.get_state(f"proposer:{spec.name}")
+            if state:
+                proposer.load_state_dict(state)
+            self.proposers.append((spec, proposer))
+        self.progress = progress
+        self.timings: dict[str, float] = self.store.get_state("timings", {}) or {}
+
+    # ----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        self._ensure_seed()
+        for cycle in range(1, self.config.cycles + 1):
+            if self.store.cycle_status(cycle) == "done":
+                continue
+            self._run_cycle(cycle)
+        report = self.store.get_state("final_report")
+        if report is None and self.config.deploy.export:
+            from agent.deploy import deploy_final
+            report = deploy_final(self)
+        return report or {}
+
+    def _time(self, key: str, seconds: float) -> None:
+        self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+    # -- the seed program, evaluated once with enough instances for a pooled noise estimate
+    def _ensure_seed(self) -> None:
+        if self.store.get_state("incumbent") is not None:
+            return
+        source = self.task.seed_source()
+        rows = [r for r in self.store.candidates(cycle=0) if r.proposer == "seed"]
+        if not rows:
+            with self.store.transaction() as db:
+                self.store.insert_candidate(db, cycle=0, proposer="seed", parent_id=None, source=source, diff="",
+                                            status="pending", meta={"task": self.task.name})
+            rows = [r for r in self.store.candidates(cycle=0) if r.proposer == "seed"]
+        seed_row = rows[0]
+        k = max(2, self.config.noise_instances)
+        if seed_row.status == "pending":
+            log.info("evaluating the seed program (%d instances)…", k)
+            result = self._evaluate(seed_row.id, seed_row.source, instances=k)
+            if not result.ok:
+                raise ConfigError(f"the task's seed program fails: {result.reason.value}: {result.detail}")
+        seed_row = self.store.candidate(seed_row.id)
+        if seed_row.status == "failed":
+            raise ConfigError(f"the task's seed program fails: {seed_row.reason}: {seed_row.detail}")
+        val, _ = self.store.load_predictions(seed_row.id)
+        stats = seed_row.statistics
+        noise = None
+        if k >= 4:
+            noise = noise_variance_from_instances(val, self.evaluator.data.y_val, self.members)
+        with self.store.transaction() as db:
+            db.execute("UPDATE candidates SET status = 'seed' WHERE id = ?", (seed_row.id,))
+            self.store.set_state("incumbent", seed_row.id, db)
+            self.store.set_state("seed_id", seed_row.id, db)
+            self.store.set_state("noise_variance", noise, db)
+            self.prefilter.archive(seed_row.id, seed_row.source)
+        log.info("seed: E_a %.4f, D̂ %.4f, predicted %d-ensemble Brier %.4f, pooled seed noise %s",
+                 stats["member_error"], stats["diversity"], self.members,
+                 stats["member_error"] - (self.members - 1) / self.members * stats["diversity"],
+                 f"{noise:.2e}" if noise is not None else "off")
+
+    # -- one cycle ------------------------------------------------------------------------
+    def _run_cycle(self, cycle: int) -> None:
+        if self.store.cycle_status(cycle) in (None, "proposing"):
+            self._propose(cycle)
+        pending = self.store.candidates(cycle=cycle, status="pending")
+        if pending:
+            self._evaluate_all(pending, cycle)
+        self._decide(cycle)
+        self._finish_cycle(cycle)
+
+    def _context(self, cycle: int) -> ProposalContext:
+        incumbent = self.store.candidate(self.store.get_state("incumbent"))
+        recent = [record(r) for r in self.store.candidates(order="recent")[: max(self.config.history, 32)]]
+        elite_rows = sorted((r for r in self.store.candidates(status=("accepted", "seed", "rejected"))
+                             if r.statistics), key=lambda r: predicted(r, self.members))[: self.config.elites]
+        return ProposalContext(task=self.task, incumbent=record(incumbent), history=recent,
+                               elites=[record(r) for r in elite_rows], cycle=cycle,
+                               rng=np.random.default_rng([self.config.seed, cycle]), members=self.members)
+
+    def _propose(self, cycle: int) -> None:
+        with self.store.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO cycles(cycle, status, started, incumbent_before) VALUES(?,?,?,?)",
+                       (cycle, "proposing", time.time(), self.store.get_state("incumbent")))
+        ctx = self._context(cycle)
+        proposals = []
+        for spec, proposer in self.proposers:
+            start = time.perf_counter()
+            for cand in proposer.propose(ctx, spec.candidates):
+                proposals.append(cand)
+            self._time("proposal", time.perf_counter() - start)
+        start = time.perf_counter()
+        parents = {r.id: r.source for r in ctx.history}
+        parents[ctx.incumbent.id] = ctx.incumbent.source
+        with self.store.transaction() as db:
+            for cand in proposals:
+                parent_src = parents.get(cand.parent_id)
+                if parent_src is None and cand.parent_id is not None:
+                    parent_src = self.store.candidate(cand.parent_id).source or ""
+                diff = unified_diff(parent_src or "", cand.source or "", f"#{cand.parent_id}", "candidate")
+                if cand.failure or not cand.source:
+                    self.store.insert_candidate(db, cycle=cycle, proposer=cand.proposer, parent_id=cand.parent_id,
+                                                source=cand.source or None, diff=diff, status="proposal_failed",
+                                                reason=cand.failure or "empty", detail=cand.failure_detail, meta=cand.meta)
+                    continue
+                verdict = self.prefilter.check(cand.source)
+                status = "pending" if verdict.passed else "filtered"
+                meta = dict(cand.meta, novelty={"similarity": verdict.similarity, "nearest": verdict.nearest_id})
+                cid = self.store.insert_candidate(db, cycle=cycle, proposer=cand.proposer, parent_id=cand.parent_id,
+                                                  source=cand.source, diff=diff, status=status,
+                                                  reason=verdict.reason.value if verdict.reason else None,
+                                                  detail=verdict.detail, meta=meta)
+                if verdict.passed:
+                    self.prefilter.archive(cid, cand.source)  # later proposals in this cycle see it
+            db.execute("UPDATE cycles SET status = 'evaluating' WHERE cycle = ?", (cycle,))
+        self._time("store", time.perf_counter() - start)
+        log.info("cycle %d: %d proposals, %d passed the pre-filter", cycle, len(proposals),
+                 len(self.store.candidates(cycle=cycle, status="pending")))
+
+    def _evaluate(self, cand_id: int, source: str, instances: int = 2) -> Evaluation:
+        result = self.evaluator.evaluate(source, instances=instances)
+        start = time.perf_counter()
+        self.store.record_evaluation(
+            cand_id, ok=result.ok, reason=result.reason.value if result.reason else None, detail=result.detail,
+            statistics=result.statistics.as_dict() if result.statistics else None, param_count=result.param_count,
+            seconds=result.wall_seconds, val=result.val_probs, test=result.test_probs)
+        self._time("store", time.perf_counter() - start)
+        self._time("sandbox", result.sandbox_seconds - sum(result.train_seconds))
+        self._time("training", sum(result.train_seconds))
+        return result
+
+    def _evaluate_all(self, pending: list[CandidateRow], cycle: int) -> None:
+        bar = _progress(len(pending), f"cycle {cycle} evaluating", self.progress)
+        with ThreadPoolExecutor(max_workers=self.config.sandbox.workers) as pool:
+            futures = {pool.submit(self._evaluate, row.id, row.source): row for row in pending}
+            for future in as_completed(futures):
+                row, result = futures[future], future.result()
+                bar.update(1)
+                log.debug("candidate %d: %s", row.id, "ok" if result.ok else result.reason.value)
+        bar.close()
+
+    def _decide(self, cycle: int) -> None:
+        y_val = self.evaluator.data.y_val
+        noise = self.store.get_state("noise_variance")
+        for row in self.store.candidates(cycle=cycle, status="evaluated"):
+            incumbent_id = self.store.get_state("incumbent")
+            base_val, _ = self.store.load_predictions(incumbent_id)
+            cand_val, _ = self.store.load_predictions(row.id)
+            decision = acceptance_test(base_val, cand_val, y_val, self.config.acceptance, noise_variance=noise)
+            info = dict(decision.as_dict(), baseline=incumbent_id)
+            with self.store.transaction() as db:
+                self.store.set_decision(db, row.id, accepted=decision.accept, decision=info)
+                if decision.accept:
+                    self.store.set_state("incumbent", row.id, db)
+            log.info("  #%d (%s): %s", row.id, row.proposer, decision.reason)
+        for spec, proposer in self.proposers:
+            for row in self.store.candidates(cycle=cycle):
+                if row.proposer == spec.name:
+                    proposer.observe(None, record(row))
+
+    def _finish_cycle(self, cycle: int) -> None:
+        diagnostic = proxy_diagnostic(self.store.candidates(cycle=cycle))
+        if diagnostic.get("rho_s") is not None and diagnostic["rho_s"] < RHO_S_WARN:
+            log.warning("cycle %d: proxy ranking unreliable (predicted Spearman %.2f, SNR %.2f): candidates differ "
+                        "less than two instances of one program do", cycle, diagnostic["rho_s"], diagnostic["snr"])
+        self._maybe_ce_update(cycle)
+        with self.store.transaction() as db:
+            for spec, proposer in self.proposers:
+                self.store.set_state(f"proposer:{spec.name}", proposer.state_dict(), db)
+            self.store.set_state("timings", self.timings, db)
+            db.execute("UPDATE cycles SET status = 'done', finished = ?, incumbent_after = ?, diagnostic = ?"
+                       " WHERE cycle = ?", (time.time(), self.store.get_state("incumbent"),
+                                            __import__("json").dumps(diagnostic), cycle))
+
+    def _maybe_ce_update(self, cycle: int) -> None:
+        ce = self.config.ce_update
+        uses_llm = any(spec.name == "llm" for spec, _ in self.proposers)
+        if not (ce.enabled and uses_llm and cycle % ce.every == 0):
+            return
+        if any(a["cycle"] == cycle for a in self.store.adapters()):
+            return
+        from agent.ce_update import fine_tune_on_elites
+        start = time.perf_counter()
+        path = fine_tune_on_elites(self, cycle)
+        self._time("ce_update", time.perf_counter() - start)
+        if path is not None:
+            self.resources.adapter_path = str(path)
+
+
+def proxy_diagnostic(rows: list[CandidateRow]) -> dict:
+    """THEORY.md T6.6 per cycle: σ²_arch from the spread of the candidates' scores, σ²_noise from
+    each candidate's two instances; SNR and the predicted rank correlation of proxy vs truth."""
+    stats = [r.statistics for r in rows if r.statistics]
+    if len(stats) < 2:
+        return {"candidates": len(stats), "rho_s": None}
+    scores = np.array([s["member_error"] for s in stats])
+    # a score is the mean of K instances: its noise variance is the instance variance / K
+    noise = float(np.mean([s["noise_variance"] / len(s["instances"]) for s in stats]))
+    arch = max(0.0, float(scores.var(ddof=1)) - noise)
+    snr = arch / noise if noise > 0 else float("inf")
+    return {"candidates": len(stats), "var_arch": arch, "var_noise": noise, "snr": snr,
+            "rho_s": float(predicted_rank_correlation(arch, noise)) if noise > 0 else 1.0}
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    try:
+        from tqdm import tqdm
+        return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+    except ImportError:  # pragma: no cover
+        class _Null:
+            def update(self, n): ...
+            def close(self): ...
+        return _Null()
+
+
+def _versions() -> dict:
+    import platform
+    import torch
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("transformers", "peft", "trl", "datasketch", "numpy"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - optional packages
+            out[name] = None
+    return out

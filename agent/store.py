@@ -1,0 +1,248 @@
+"""One run = one directory: a SQLite database, prediction artifacts, adapters, the resolved config.
+
+Every state change that must survive `kill -9` is one SQLite transaction (WAL journal), and
+artifacts are written to a temporary name and renamed before the row that points at them is
+committed, so a resumed run finds either nothing or a complete record — never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from evaluator.failures import EnsnasError
+
+FORMAT = "ensnas-run"
+SCHEMA_VERSION = 1
+DB_NAME = "run.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cycles(
+    cycle INTEGER PRIMARY KEY, status TEXT NOT NULL, started REAL, finished REAL,
+    incumbent_before INTEGER, incumbent_after INTEGER, diagnostic TEXT);
+CREATE TABLE IF NOT EXISTS candidates(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, cycle INTEGER NOT NULL, proposer TEXT NOT NULL,
+    parent_id INTEGER, source TEXT, diff TEXT, status TEXT NOT NULL, reason TEXT, detail TEXT,
+    statistics TEXT, decision TEXT, param_count INTEGER, meta TEXT, created REAL,
+    evaluated REAL, eval_seconds REAL, evaluations INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS candidates_cycle ON candidates(cycle);
+CREATE TABLE IF NOT EXISTS adapters(
+    version INTEGER PRIMARY KEY, cycle INTEGER UNIQUE, path TEXT, examples INTEGER,
+    seconds REAL, metrics TEXT, created REAL);
+CREATE TABLE IF NOT EXISTS state(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# pending: waiting for the sandbox; evaluated: scored, waiting for the gate; then one of
+# accepted / rejected / failed (typed reason) / filtered (pre-filter) / proposal_failed.
+TERMINAL = ("accepted", "rejected", "failed", "filtered", "proposal_failed", "seed")
+
+
+class RunDirError(EnsnasError):
+    """The directory is not a usable ensnas run (missing, foreign, corrupt, or from a newer version)."""
+
+
+@dataclass(frozen=True)
+class CandidateRow:
+    id: int
+    cycle: int
+    proposer: str
+    parent_id: int | None
+    source: str | None
+    diff: str | None
+    status: str
+    reason: str | None
+    detail: str | None
+    statistics: dict | None
+    decision: dict | None
+    param_count: int | None
+    meta: dict
+    created: float | None
+    evaluated: float | None
+    eval_seconds: float | None
+    evaluations: int
+
+
+def _loads(value: str | None) -> Any:
+    return json.loads(value) if value else None
+
+
+class RunStore:
+    def __init__(self, run_dir: Path, *, create: bool = False) -> None:
+        self.dir = Path(run_dir)
+        self.artifacts = self.dir / "artifacts"
+        db = self.dir / DB_NAME
+        if create:
+            if self.dir.exists() and any(self.dir.iterdir()) and not db.exists():
+                raise RunDirError(f"{self.dir} exists and is not an ensnas run directory; choose another --run-dir")
+            self.artifacts.mkdir(parents=True, exist_ok=True)
+        elif not db.exists():
+            what = "does not exist" if not self.dir.exists() else f"has no {DB_NAME}"
+            raise RunDirError(f"{self.dir} is not an ensnas run directory ({what})")
+        self._lock = threading.RLock()
+        try:
+            self.db = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            if create:
+                self.db.executescript(SCHEMA)
+                with self.transaction():
+                    self.db.execute("INSERT OR IGNORE INTO meta VALUES('format', ?)", (FORMAT,))
+                    self.db.execute("INSERT OR IGNORE INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
+                    self.db.execute("INSERT OR IGNORE INTO meta VALUES('created', ?)", (str(time.time()),))
+            self._check_format()
+        except sqlite3.DatabaseError as exc:
+            raise RunDirError(f"{db} is corrupt or not an ensnas database: {exc}") from exc
+
+    def _check_format(self) -> None:
+        try:
+            rows = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise RunDirError(f"{self.dir}: not an ensnas run database ({exc})") from exc
+        if rows.get("format") != FORMAT:
+            raise RunDirError(f"{self.dir}: database is not an ensnas run (format {rows.get('format')!r})")
+        if int(rows.get("schema", 0)) > SCHEMA_VERSION:
+            raise RunDirError(f"{self.dir}: written by a newer ensnas (schema {rows['schema']}); upgrade to read it")
+
+    # -- transactions -----------------------------------------------------------------
+    class _Tx:
+        def __init__(self, store: "RunStore") -> None:
+            self.store = store
+
+        def __enter__(self):
+            self.store._lock.acquire()
+            self.store.db.execute("BEGIN IMMEDIATE")
+            return self.store.db
+
+        def __exit__(self, exc_type, exc, tb):
+            try:
+                self.store.db.execute("ROLLBACK" if exc_type else "COMMIT")
+            finally:
+                self.store._lock.release()
+
+    def transaction(self) -> "_Tx":
+        return RunStore._Tx(self)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta and state ---------------------------------------------------------------
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return default
+        try:
+            return json.loads(row[0])
+        except json.JSONDecodeError:
+            return row[0]
+
+    def set_state(self, key: str, value: Any, db: sqlite3.Connection | None = None) -> None:
+        stmt, args = "INSERT OR REPLACE INTO state VALUES(?, ?)", (key, json.dumps(value))
+        if db is not None:
+            db.execute(stmt, args)
+        else:
+            with self.transaction() as tx:
+                tx.execute(stmt, args)
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # -- candidates -------------------------------------------------------------------
+    def insert_candidate(self, db: sqlite3.Connection, *, cycle: int, proposer: str, parent_id: int | None,
+                         source: str | None, diff: str | None, status: str, reason: str | None = None,
+                         detail: str | None = None, meta: dict | None = None) -> int:
+        cur = db.execute(
+            "INSERT INTO candidates(cycle, proposer, parent_id, source, diff, status, reason, detail, meta, created)"
+            " VALUES(?,?,?,?,?,?,?,?,?,?)",
+            (cycle, proposer, parent_id, source, diff, status, reason, detail, json.dumps(meta or {}), time.time()))
+        return int(cur.lastrowid)
+
+    def record_evaluation(self, cand_id: int, *, ok: bool, reason: str | None, detail: str, statistics: dict | None,
+                          param_count: int | None, seconds: float, val: np.ndarray | None,
+                          test: np.ndarray | None) -> None:
+        """Store one finished evaluation: artifact first (atomic rename), then the row, in one commit."""
+        if ok:
+            self.save_predictions(cand_id, val, test)
+        with self.transaction() as db:
+            status = db.execute("SELECT status FROM candidates WHERE id = ?", (cand_id,)).fetchone()
+            if status is None or status[0] != "pending":
+                return  # already recorded (a retried job finishing twice counts once)
+            db.execute("UPDATE candidates SET status = ?, reason = ?, detail = ?, statistics = ?, param_count = ?,"
+                       " evaluated = ?, eval_seconds = ?, evaluations = evaluations + 1 WHERE id = ?",
+                       ("evaluated" if ok else "failed", reason, detail, json.dumps(statistics) if statistics else None,
+                        param_count, time.time(), seconds, cand_id))
+
+    def save_predictions(self, cand_id: int, val: np.ndarray, test: np.ndarray) -> Path:
+        path = self.artifacts / f"{cand_id}.npz"
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, val=val.astype(np.float32), test=test.astype(np.float32))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path
+
+    def load_predictions(self, cand_id: int) -> tuple[np.ndarray, np.ndarray]:
+        path = self.artifacts / f"{cand_id}.npz"
+        try:
+            with np.load(path) as z:
+                return z["val"].astype(np.float64), z["test"].astype(np.float64)
+        except (OSError, KeyError, ValueError) as exc:
+            raise RunDirError(f"predictions of candidate {cand_id} are missing or corrupt ({path}): {exc}") from exc
+
+    def set_decision(self, db: sqlite3.Connection, cand_id: int, *, accepted: bool, decision: dict) -> None:
+        db.execute("UPDATE candidates SET status = ?, decision = ?, reason = ? WHERE id = ?",
+                   ("accepted" if accepted else "rejected", json.dumps(decision), decision.get("reason"), cand_id))
+
+    def candidate(self, cand_id: int) -> CandidateRow:
+        row = self.db.execute("SELECT * FROM candidates WHERE id = ?", (cand_id,)).fetchone()
+        if row is None:
+            raise RunDirError(f"no candidate {cand_id} in {self.dir}")
+        return self._row(row)
+
+    def candidates(self, *, cycle: int | None = None, status: str | tuple[str, ...] | None = None,
+                   order: str = "id") -> list[CandidateRow]:
+        sql, args = "SELECT * FROM candidates WHERE 1=1", []
+        if cycle is not None:
+            sql += " AND cycle = ?"
+            args.append(cycle)
+        if status is not None:
+            statuses = (status,) if isinstance(status, str) else status
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            args.extend(statuses)
+        sql += " ORDER BY " + {"id": "id", "recent": "id DESC"}[order]
+        return [self._row(r) for r in self.db.execute(sql, args).fetchall()]
+
+    @staticmethod
+    def _row(r: tuple) -> CandidateRow:
+        return CandidateRow(id=r[0], cycle=r[1], proposer=r[2], parent_id=r[3], source=r[4], diff=r[5], status=r[6],
+                            reason=r[7], detail=r[8], statistics=_loads(r[9]), decision=_loads(r[10]),
+                            param_count=r[11], meta=_loads(r[12]) or {}, created=r[13], evaluated=r[14],
+                            eval_seconds=r[15], evaluations=r[16])
+
+    # -- cycles -----------------------------------------------------------------------
+    def cycle_status(self, cycle: int) -> str | None:
+        row = self.db.execute("SELECT status FROM cycles WHERE cycle = ?", (cycle,)).fetchone()
+        return row[0] if row else None
+
+    def cycles(self) -> Iterator[dict]:
+        for r in self.db.execute("SELECT cycle, status, started, finished, incumbent_before, incumbent_after, diagnostic"
+                                 " FROM cycles ORDER BY cycle"):
+            yield dict(cycle=r[0], status=r[1], started=r[2], finished=r[3], incumbent_before=r[4],
+                       incumbent_after=r[5], diagnostic=_loads(r[6]))
+
+    def adapters(self) -> list[dict]:
+        return [dict(version=r[0], cycle=r[1], path=r[2], examples=r[3], seconds=r[4], metrics=_loads(r[5]))
+                for r in self.db.execute("SELECT version, cycle, path, examples, seconds, metrics FROM adapters"
+                                         " ORDER BY version")]

@@ -1,0 +1,142 @@
+"""The search loop end to end with the no-LLM baselines: store, CLI views, kill -9 and resume."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.config import RunConfig
+from agent.loop import SearchLoop
+from agent.store import RunDirError, RunStore
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST_TASK = """name: digits-fast
+dataset: digits
+val_fraction: 0.25
+budget: {epochs: 2, batch_size: 64, lr: 0.003}
+seed_program: mlp.py
+members: 5
+"""
+
+
+@pytest.fixture()
+def fast_task(tmp_path) -> str:
+    path = tmp_path / "task.yaml"
+    path.write_text(FAST_TASK)
+    return str(path)
+
+
+def _config(task: str, cycles: int = 2) -> RunConfig:
+    return RunConfig.load(None, task=task, cycles=cycles, noise_instances=4,
+                          proposers=[{"name": "random", "candidates": 2}, {"name": "evolution", "candidates": 2}],
+                          sandbox={"backend": "subprocess", "workers": 2}, deploy={"members": 3})
+
+
+def test_search_runs_and_everything_is_stored(tmp_path, fast_task, capsys, cache_dir, monkeypatch):
+    monkeypatch.setenv("ENSNAS_CACHE", str(cache_dir))
+    run_dir = tmp_path / "run"
+    report = SearchLoop(run_dir=run_dir, config=_config(fast_task), progress=False).run()
+    store = RunStore(run_dir)
+    rows = store.candidates()
+    assert rows[0].proposer == "seed" and rows[0].status == "seed"
+    assert len(rows) == 1 + 2 * 4
+    assert all(r.status in ("accepted", "rejected", "failed", "filtered", "seed") for r in rows)
+    for r in rows[1:]:
+        assert r.parent_id is not None and r.diff.startswith("--- #")
+        if r.status in ("accepted", "rejected"):
+            assert r.decision["baseline"] is not None and r.statistics["kv_residual"] < 1e-9
+    assert [c["status"] for c in store.cycles()] == ["done", "done"]
+    assert "brier" in report["final"] and Path(report["export_dir"], "manifest.json").exists()
+    for argv in (["status", str(run_dir)], ["show", str(run_dir)], ["show", str(run_dir), "2"],
+                 ["diff", str(run_dir), "2", "--color", "always"], ["lineage", str(run_dir), "--all"]):
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "\033[32m+" in out or "\033[31m-" in out  # the coloured diff
+    assert "#1 seed" in out
+
+
+def test_export_loads_with_plain_pytorch(tmp_path, fast_task, cache_dir, monkeypatch):
+    monkeypatch.setenv("ENSNAS_CACHE", str(cache_dir))
+    run_dir = tmp_path / "run"
+    report = SearchLoop(run_dir=run_dir, config=_config(fast_task, cycles=1), progress=False).run()
+    code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from load import load_ensemble; "
+            "e = load_ensemble(sys.argv[1]); p = e(torch.randn(4, 1, 8, 8)); "
+            "assert p.shape == (4, 10) and torch.allclose(p.sum(-1), torch.ones(4)); print(len(e.members))")
+    out = subprocess.run([sys.executable, "-c", code, report["export_dir"]], capture_output=True, text=True,
+                         cwd=tmp_path, env={"PATH": os.environ["PATH"]})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "3"
+
+
+def test_corrupt_and_foreign_run_dirs_give_clear_errors(tmp_path, capsys):
+    with pytest.raises(RunDirError, match="not an ensnas run directory"):
+        RunStore(tmp_path / "missing")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="not an ensnas run directory"):
+        RunStore(foreign, create=True)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "run.sqlite").write_bytes(os.urandom(4096))
+    with pytest.raises(RunDirError, match="corrupt"):
+        RunStore(corrupt)
+    other = tmp_path / "other"
+    other.mkdir()
+    sqlite3.connect(other / "run.sqlite").execute("CREATE TABLE meta(key TEXT, value TEXT)").connection.commit()
+    with pytest.raises(RunDirError, match="not an ensnas run"):
+        RunStore(other)
+    assert main(["status", str(corrupt)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "mine"  # nothing lost
+
+
+def _signature(run_dir: Path) -> list[tuple]:
+    store = RunStore(run_dir)
+    return [(r.cycle, r.proposer, r.parent_id, r.source, r.status) for r in store.candidates()]
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_then_resume_loses_and_repeats_nothing(tmp_path, fast_task, cache_dir):
+    """Kill the real CLI process at random moments, resume each time; the finished run must equal an
+    uninterrupted one (same candidates, same decisions), with every evaluation committed exactly once."""
+    env = dict(os.environ, ENSNAS_CACHE=str(cache_dir))
+    base = [sys.executable, "-m", "agent.cli"]
+    common = ["--task", fast_task, "--cycles", "3", "--proposer", "random", "--proposer", "evolution",
+              "--candidates", "2", "--sandbox", "subprocess", "--members", "3", "--quiet"]
+    clean = tmp_path / "clean"
+    subprocess.run(base + ["run", "--run-dir", str(clean)] + common, check=True, env=env, cwd=ROOT,
+                   capture_output=True)
+    killed = tmp_path / "killed"
+    rng = random.Random(0)
+    cmd = base + ["run", "--run-dir", str(killed)] + common
+    kills = 0
+    for attempt in range(7):  # six kills at random moments, then let it finish
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=rng.uniform(2.0, 15.0) if attempt < 6 else 900)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            cmd = base + ["resume", str(killed), "--quiet"]
+            continue
+        assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+        break
+    else:
+        pytest.fail("the run never finished")
+    assert kills >= 3
+    assert _signature(killed) == _signature(clean)
+    store = RunStore(killed)
+    assert all(r.evaluations <= 1 for r in store.candidates())
+    assert all(r.evaluations == 1 for r in store.candidates(status=("accepted", "rejected", "seed")))
+    assert store.get_state("final_report") is not None
