@@ -42,6 +42,26 @@ def test_affine_model_separates_intercept_from_slope():
     assert fit.vertex(10) == pytest.approx(1 - 0.9 * 0.4 * 0.1 / (2 * 0.1))
 
 
+def test_extension_intercepts_are_clipped_with_a_warning_and_p_star_kept():
+    """A correlation that is concave in p puts the affine line above 1 at p = 1 (as on Adult)."""
+    rho = 1.0 - 0.5 * (1 - P) ** 1.5
+    err = 0.2 + 0.1 * (1 - P) ** 2
+    var = np.full_like(P, 0.1)
+    fit = fit_feature_bagging(P, err, rho, var, model="affine")
+    slope = -np.polyfit(1 - P, rho, 1)[0]
+    assert fit.rho1 == 1.0 and fit.warnings and "clipped" in fit.warnings[0]
+    assert fit.d1 == 0.0 and fit.g == pytest.approx(slope * 0.1)
+    assert fit.vertex(10) == pytest.approx(1 - 0.9 * slope * 0.1 / (2 * fit.c))
+    div = (1 - rho) * 0.1
+    dfit = fit_feature_bagging(P, err, rho, var, diversity=div, model="diversity")
+    assert dfit.d1 == 0.0 and dfit.warnings
+    assert dfit.residuals["diversity"].shape == P.shape      # residuals of the unclipped line
+    with pytest.raises(DegenerateFit, match="rho0"):         # the paper's model stays strict
+        fit_feature_bagging(P, err, rho, var, model="paper")
+    clean = fit_feature_bagging(P, *_model_points(**TRUE)[:3], model="affine")
+    assert clean.warnings == ()
+
+
 def _simulate(p_values, *, members, n, seed, e0, c, rho0, sigma2):
     """Members built to follow the model: f_i = y + b(p) + sigma (sqrt(rho0 p) z0 + sqrt(1-rho0 p) z_i),
     b(p)^2 = e0 - sigma2 + c (1-p)^2. Returns per-p two-instance statistics and the M-ensemble error."""

@@ -17,7 +17,10 @@ Three models, all linear least squares and all of the form
 - "diversity" (beyond the paper): D(p) fitted directly, so a variance that shrinks with p is
   absorbed instead of assumed away.
 
-Only the slope g moves p*; the intercept D1 is the base diversity gain.
+Only the slope g moves p*; the intercept D1 is the base diversity gain. For the two extension
+models an intercept that the least-squares line puts just outside its domain (rho1 > 1 or
+D1 < 0, from curvature the line cannot follow) is clipped to the boundary and reported in
+`warnings`: it changes E_ens*, never p*. The paper model's rho0 outside [0, 1] is an error.
 """
 from __future__ import annotations
 
@@ -57,6 +60,7 @@ class FeatureBaggingFit:
     g: float
     rho1: float | None = None
     rho_slope: float | None = None
+    warnings: tuple[str, ...] = ()
     p: np.ndarray = field(repr=False)
     residuals: dict[str, np.ndarray] = field(repr=False)
 
@@ -134,7 +138,7 @@ class FeatureBaggingFit:
                 "vertex": self.vertex(members), "e_ens_star": self.optimal_ensemble_error(members, p_min=p_min),
                 "base_diversity_gain": self.base_diversity_gain(members),
                 "dropout_gain": self.dropout_gain(members), "t2": self.t2_check(members, p_min=p_min),
-                "rmse": self.rmse(), "p": self.p.tolist(),
+                "rmse": self.rmse(), "warnings": list(self.warnings), "p": self.p.tolist(),
                 "residuals": {k: v.tolist() for k, v in self.residuals.items()}}
 
 
@@ -180,6 +184,7 @@ def fit_feature_bagging(p, member_error, correlation, variance, *, diversity=Non
     sigma2 = float(a["variance"].mean())
     residuals["variance"] = a["variance"] - sigma2
     rho1 = slope = None
+    warnings: list[str] = []
     if model == "paper":
         rho0 = float(np.dot(a["correlation"], x) / np.dot(x, x))
         if not 0.0 <= rho0 <= 1.0:
@@ -190,9 +195,12 @@ def fit_feature_bagging(p, member_error, correlation, variance, *, diversity=Non
     elif model == "affine":
         rho1, neg = _lstsq(np.stack([np.ones_like(q), q], 1), a["correlation"])
         rho1, slope = float(rho1), float(-neg)
-        if not -1.0 <= rho1 <= 1.0:
-            raise DegenerateFit(f"fitted correlation at p = 1, {rho1:.4f}, is outside [-1, 1]")
+        if rho1 < -1.0:
+            raise DegenerateFit(f"fitted correlation at p = 1, {rho1:.4f}, is below -1")
         residuals["correlation"] = a["correlation"] - (rho1 - slope * q)
+        if rho1 > 1.0:
+            warnings.append(f"correlation line reaches {rho1:.4f} at p = 1; clipped to 1 (p* unaffected)")
+            rho1 = 1.0
     if model == "diversity":
         if diversity is None:
             raise TheoryInputError("model='diversity' needs the measured diversity per run")
@@ -204,9 +212,10 @@ def fit_feature_bagging(p, member_error, correlation, variance, *, diversity=Non
     if not g >= 0:
         raise DegenerateFit(f"diversity falls as features are dropped (slope {g:.3g} < 0): "
                             "feature bagging does not decorrelate these members")
-    if d1 < 0:
-        raise DegenerateFit(f"fitted diversity at p = 1 is negative ({d1:.3g})")
     if diversity is not None:
         residuals["diversity"] = a["diversity"] - (d1 + g * q)
+    if d1 < 0:
+        warnings.append(f"diversity line reaches {d1:.3g} at p = 1; clipped to 0 (p* unaffected)")
+        d1 = 0.0
     return FeatureBaggingFit(model=model, e0=float(e0), c=float(c), sigma2=sigma2, d1=float(d1), g=float(g),
-                             rho1=rho1, rho_slope=slope, p=x, residuals=residuals)
+                             rho1=rho1, rho_slope=slope, warnings=tuple(warnings), p=x, residuals=residuals)
