@@ -51,11 +51,16 @@ def status(args) -> int:
     reasons = Counter(r.reason for r in store.candidates(status=("failed", "filtered", "proposal_failed")))
     if reasons:
         print("failures: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
+    rows = store.candidates()
     for c in store.cycles():
+        mine = [r for r in rows if r.cycle == c["cycle"]]
+        valid = sum(r.statistics is not None for r in mine)
+        accepted = sum(r.status == "accepted" for r in mine)
         d = c["diagnostic"] or {}
         rel = f"ρ_S {d['rho_s']:.2f} (SNR {d['snr']:.2f})" if d.get("rho_s") is not None and "snr" in d else "ρ_S n/a"
         print(f"  cycle {c['cycle']}: {c['status']:<10} incumbent #{c['incumbent_before']} → "
-              f"#{c['incumbent_after'] if c['incumbent_after'] is not None else '…'}   proxy reliability {rel}")
+              f"#{c['incumbent_after'] if c['incumbent_after'] is not None else '…'}  valid {valid}/{len(mine)}, "
+              f"accepted {accepted}   proxy reliability {rel}")
     for a in store.adapters():
         print(f"  adapter v{a['version']} after cycle {a['cycle']}: {a['examples']} examples, {a['seconds']:.0f} s")
     report = store.get_state("final_report")
