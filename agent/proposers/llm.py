@@ -1,0 +1,181 @@
+"""The `llm` proposer: prompt -> generator -> delta (or full rewrite) -> repair loop -> Candidate.
+
+One proposal is a short conversation. The first user turn is rendered from the prompt
+templates (task, parent with line numbers, its statistics, recent attempts, output format).
+The answer is applied to the parent (agent.delta); if that fails, or the result does not
+parse, or the sandbox build/shape/size check (Evaluator.check, no training) rejects it, the
+exact error goes back to the model as the next user turn, up to `repair_retries` times.
+
+Bad model output never raises: every failure is one typed EditFailure, stored on the Candidate
+and counted in `self.stats` (per attempt and per final outcome). The Candidate's meta keeps the
+prompt, every raw answer, each attempt's failure, tokens and seconds, and the unified diff.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.delta import EditFailure, apply_output, unified_diff
+from agent.generators.base import Generator, GeneratorConfig, GeneratorError, GeneratorTimeout, make_generator
+from agent.proposers.base import Candidate, ProposalContext, Proposer, register_proposer
+from evaluator.failures import ConfigError
+from prompts import PromptRenderer
+
+log = logging.getLogger(__name__)
+
+
+class LLMProposerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    generator: GeneratorConfig = GeneratorConfig()
+    mode: Literal["delta", "full"] = "delta"
+    repair_retries: int = Field(2, ge=0, description="extra turns that feed the exact error back")
+    history: int = Field(4, ge=0, description="recent attempts shown in the prompt")
+    fuzzy_threshold: float = Field(0.85, gt=0, le=1)
+    max_answer_chars: int = Field(20_000, ge=100, description="longer answers fail as too_long")
+    check_build: bool = Field(True, description="run Evaluator.check on each applied edit (needs an evaluator)")
+    prompts_dir: str | None = Field(None, description="directory whose templates override the bundled ones")
+    repair_echo_chars: int = Field(4000, ge=0, description="how much of a failed answer is replayed in the repair turn")
+
+
+def empty_stats() -> dict[str, Any]:
+    return {"proposals": 0, "valid": 0, "valid_first_try": 0, "attempts": 0, "tokens": 0, "seconds": 0.0,
+            "attempt_failures": {}, "final_failures": {}}
+
+
+@register_proposer("llm")
+class LLMProposer(Proposer):
+    def __init__(self, *, config: LLMProposerConfig | dict | None = None, generator: Generator | None = None,
+                 evaluator: Any = None) -> None:
+        if isinstance(config, dict):
+            try:
+                config = LLMProposerConfig.model_validate(config)
+            except ValueError as exc:
+                raise ConfigError(f"bad llm proposer config: {exc}") from exc
+        self.config = config or LLMProposerConfig()
+        self._generator = generator          # built on first use, so the loop can bind() its config first
+        self.evaluator = evaluator
+        self.renderer = PromptRenderer(prompts_dir=self.config.prompts_dir)
+        self.stats = empty_stats()
+
+    @property
+    def generator(self) -> Generator:
+        if self._generator is None:
+            self._generator = make_generator(self.config.generator)
+        return self._generator
+
+    def bind(self, resources: Any) -> None:
+        """Take the loop's evaluator (for build checks), generator config and newest adapter."""
+        if self.evaluator is None:
+            self.evaluator = getattr(resources, "evaluator", None)
+        given = getattr(resources, "generator", None)
+        if self._generator is None and given:
+            try:
+                gen_cfg = GeneratorConfig.model_validate(given)
+            except ValueError as exc:
+                raise ConfigError(f"bad generator config: {exc}") from exc
+            self.config = self.config.model_copy(update={"generator": gen_cfg})
+        adapter = getattr(resources, "adapter_path", None)
+        if adapter:
+            self.use_adapter(adapter)
+
+    def use_adapter(self, path: str) -> None:
+        """Generate with a new adapter version (the CE update's output) from now on."""
+        current = self.config.generator
+        if current.adapter == str(path):
+            return
+        version = current.adapter_version + 1 if current.adapter else 1
+        if self._generator is None:
+            gen_cfg = current.model_copy(update={"adapter": str(path), "adapter_version": version})
+            self.config = self.config.model_copy(update={"generator": gen_cfg})
+        else:
+            self._generator.load_adapter(path, version=version)
+            self.config = self.config.model_copy(update={"generator": self._generator.config})
+
+    def propose(self, ctx: ProposalContext, n: int) -> list[Candidate]:
+        cfg = self.config
+        parent = ctx.incumbent.source
+        prompt = self.renderer.proposal_messages(task=ctx.task, source=parent, mode=cfg.mode, members=ctx.members,
+                                                 statistics=ctx.incumbent.statistics,
+                                                 history=ctx.history[:cfg.history])
+        return [self._one(ctx, prompt, int(ctx.rng.integers(0, 2**31 - 1))) for _ in range(n)]
+
+    def _one(self, ctx: ProposalContext, prompt: list[dict[str, str]], seed: int) -> Candidate:
+        cfg = self.config
+        parent = ctx.incumbent.source
+        base_sampling = self.generator.config.sampling
+        messages = list(prompt)
+        attempts: list[dict[str, Any]] = []
+        raw: list[str] = []
+        failure, detail, source, build_reason = None, "", parent, None
+        for attempt in range(cfg.repair_retries + 1):
+            sampling = base_sampling.model_copy(update={"seed": seed + attempt})
+            try:
+                gen = self.generator.generate(messages, n=1, sampling=sampling)[0]
+            except GeneratorError as exc:
+                failure = EditFailure.timeout if isinstance(exc, GeneratorTimeout) else EditFailure.generator_error
+                detail = str(exc)
+                attempts.append({"attempt": attempt, "failure": failure.value, "detail": detail, "tokens": 0,
+                                 "seconds": None, "finish_reason": None})
+                break   # the backend already retried; the repair loop is for the model's answers
+            raw.append(gen.text)
+            result = apply_output(parent, gen.text, mode=cfg.mode, threshold=cfg.fuzzy_threshold,
+                                  max_chars=cfg.max_answer_chars, truncated=gen.truncated)
+            failure, detail, build_reason = result.failure, result.detail, None
+            if result.source:
+                source = result.source
+            if result.ok and cfg.check_build and self.evaluator is not None:
+                check = self.evaluator.check(result.source)
+                if not check.ok:
+                    failure, build_reason = EditFailure.build_failed, check.reason.value
+                    detail = f"{check.reason.value}: {check.detail}".strip()
+            attempts.append({"attempt": attempt, "failure": failure.value if failure else None, "detail": detail,
+                             "build_reason": build_reason, "tokens": gen.tokens, "seconds": gen.seconds,
+                             "finish_reason": gen.finish_reason, "matched": result.fuzzy})
+            if failure is None:
+                break
+            echo = gen.text[:cfg.repair_echo_chars] if gen.text.strip() else "(empty answer)"
+            messages = list(prompt) + [{"role": "assistant", "content": echo},
+                                       self.renderer.repair_message(mode=cfg.mode, failure=failure.value,
+                                                                    detail=detail[:2000])]
+        return self._candidate(ctx, prompt, raw, attempts, failure, detail, source, build_reason, seed)
+
+    def _candidate(self, ctx, prompt, raw, attempts, failure, detail, source, build_reason, seed) -> Candidate:
+        parent = ctx.incumbent.source
+        tokens = sum(a["tokens"] or 0 for a in attempts)
+        seconds = sum(a["seconds"] or 0.0 for a in attempts)
+        self._count(attempts, failure, tokens, seconds)
+        meta = {"prompt": prompt, "raw_outputs": raw, "attempts": attempts, "mode": self.config.mode,
+                "tokens": tokens, "seconds": seconds, "seed": seed, "generator": self.generator.describe(),
+                "failure_reasons": [a["failure"] for a in attempts if a["failure"]],
+                "diff": unified_diff(parent, source) if source != parent else ""}
+        if build_reason:
+            meta["build_reason"] = build_reason
+        return Candidate(source=source, parent_id=ctx.incumbent.id, proposer=self.name, meta=meta,
+                         failure=failure.value if failure else None, failure_detail=detail if failure else "")
+
+    def _count(self, attempts: list[dict[str, Any]], failure: EditFailure | None, tokens: int, seconds: float) -> None:
+        s = self.stats
+        s["proposals"] += 1
+        s["attempts"] += len(attempts)
+        s["tokens"] += tokens
+        s["seconds"] += seconds
+        if failure is None:
+            s["valid"] += 1
+            s["valid_first_try"] += int(len(attempts) == 1)
+        else:
+            s["final_failures"][failure.value] = s["final_failures"].get(failure.value, 0) + 1
+        counts = Counter(a["failure"] for a in attempts if a["failure"])
+        for reason, k in counts.items():
+            s["attempt_failures"][reason] = s["attempt_failures"].get(reason, 0) + k
+
+    def state_dict(self) -> dict[str, Any]:
+        gen_cfg = self._generator.config if self._generator is not None else self.config.generator
+        return {"stats": self.stats, "adapter": gen_cfg.adapter, "adapter_version": gen_cfg.adapter_version}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stats = {**empty_stats(), **state.get("stats", {})}
+        if state.get("adapter"):
+            self.use_adapter(state["adapter"])

@@ -1,0 +1,200 @@
+"""The `llm` proposer: prompt rendering, edit application, the repair loop (exact errors fed
+back), typed failure reasons counted in stats for every kind of bad model output, build checks in
+the real sandbox, and one real generation with the bundled model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.generators.base import Generation, Generator, GeneratorConfig, GeneratorTimeout, SamplingConfig
+from agent.proposers.base import LAZY_PROPOSERS, ProgramRecord, ProposalContext, make_proposer
+from agent.proposers.llm import LLMProposer, LLMProposerConfig
+from evaluator.failures import ConfigError
+from evaluator.tasks import get_task
+from prompts import PromptError, PromptRenderer
+
+TASK = get_task("digits")
+PARENT = TASK.seed_source()
+
+
+def block(search: str, replace: str) -> str:
+    return f"<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n"
+
+
+class ScriptedGenerator(Generator):
+    """A real Generator whose answers are a fixed script (to drive the repair loop exactly)."""
+    name = "scripted"
+
+    def __init__(self, answers, *, truncate_long: bool = False) -> None:
+        super().__init__(config=GeneratorConfig())
+        self.answers, self.calls = list(answers), []
+        self.truncate_long = truncate_long
+
+    def generate(self, messages, *, n=1, sampling: SamplingConfig | None = None):
+        self.calls.append({"messages": messages, "seed": (sampling or self.config.sampling).seed})
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return [Generation(text=answer, tokens=max(1, len(answer) // 4), seconds=0.01,
+                           finish_reason="length" if self.truncate_long and len(answer) > 1000 else "stop")]
+
+
+def context(history=(), statistics=None, seed=0) -> ProposalContext:
+    return ProposalContext(task=TASK, incumbent=ProgramRecord(id=7, source=PARENT, status="accepted",
+                                                              statistics=statistics),
+                           history=list(history), elites=[], cycle=1, rng=np.random.default_rng(seed))
+
+
+def proposer(answers, **cfg) -> tuple[LLMProposer, ScriptedGenerator]:
+    gen = ScriptedGenerator(answers)
+    return LLMProposer(config=LLMProposerConfig(**cfg), generator=gen), gen
+
+
+def test_registered_lazily():
+    assert LAZY_PROPOSERS["llm"] == "agent.proposers.llm"
+    p = make_proposer("llm", config={"mode": "full", "repair_retries": 0})
+    assert isinstance(p, LLMProposer) and p.config.mode == "full"
+    with pytest.raises(ConfigError):
+        make_proposer("llm", config={"mode": "poetry"})
+
+
+def test_valid_delta_becomes_a_candidate_with_diff_and_meta():
+    p, gen = proposer([block("HIDDEN = 128", "HIDDEN = 192")])
+    (c,) = p.propose(context(), 1)
+    assert c.failure is None and "HIDDEN = 192" in c.source and c.parent_id == 7 and c.proposer == "llm"
+    assert "+HIDDEN = 192" in c.meta["diff"] and c.meta["raw_outputs"] == [block("HIDDEN = 128", "HIDDEN = 192")]
+    assert c.meta["prompt"][1]["content"] in gen.calls[0]["messages"][1]["content"]
+    assert c.meta["tokens"] > 0 and len(c.meta["attempts"]) == 1
+    assert p.stats["valid"] == 1 and p.stats["valid_first_try"] == 1
+
+
+def test_repair_loop_feeds_the_exact_error_back():
+    p, gen = proposer([block("HIDDEN = 100", "HIDDEN = 64\nDEPTH = 9"),   # not in the parent
+                       block("HIDDEN = 128", "HIDDEN = 64")], repair_retries=2)
+    (c,) = p.propose(context(), 1)
+    assert c.failure is None and "HIDDEN = 64" in c.source
+    assert [a["failure"] for a in c.meta["attempts"]] == ["search_not_found", None]
+    second = gen.calls[1]["messages"]
+    assert second[-2] == {"role": "assistant", "content": block("HIDDEN = 100", "HIDDEN = 64\nDEPTH = 9")}
+    assert "search_not_found" in second[-1]["content"] and "closest: lines" in second[-1]["content"]
+    assert gen.calls[1]["seed"] == gen.calls[0]["seed"] + 1
+    assert p.stats["attempt_failures"] == {"search_not_found": 1} and p.stats["valid_first_try"] == 0
+
+
+BAD_OUTPUTS = {
+    "empty": "",
+    "prose_only": "You should make the network wider, it will help.",
+    "unclosed_block": "<<<<<<< SEARCH\nHIDDEN = 128\n=======\nHIDDEN = 256\n",
+    "search_not_found": block("model = ResNet50()", "model = ResNet18()"),
+    "ambiguous_match": block("nn.", "torch.nn."),
+    "syntax_error": block("DEPTH = 2", "DEPTH = = 2"),
+    "too_long": "<<<<<<< SEARCH\n" + "x = 1\n" * 10_000,
+}
+
+
+@pytest.mark.parametrize("reason", sorted(BAD_OUTPUTS))
+def test_each_bad_output_is_a_typed_counted_failure(reason):
+    p, gen = proposer([BAD_OUTPUTS[reason]] * 3, repair_retries=2)
+    (c,) = p.propose(context(), 1)
+    assert c.failure == reason and c.failure_detail
+    assert len(gen.calls) == 3 and len(c.meta["attempts"]) == 3
+    assert p.stats["final_failures"] == {reason: 1} and p.stats["attempt_failures"] == {reason: 3}
+    if reason == "too_long":       # the repair turn replays only a bounded part of the answer
+        assert len(gen.calls[1]["messages"][-2]["content"]) <= p.config.repair_echo_chars
+
+
+def test_generator_timeout_is_a_failure_not_a_crash_and_not_repaired():
+    p, gen = proposer([GeneratorTimeout("stalled"), block("HIDDEN = 128", "HIDDEN = 64")], repair_retries=2)
+    c1, c2 = p.propose(context(), 2)
+    assert c1.failure == "timeout" and c1.source == PARENT and len(gen.calls) == 2
+    assert c2.failure is None
+    assert p.stats["final_failures"] == {"timeout": 1} and p.stats["proposals"] == 2
+
+
+def test_a_cycle_of_mixed_answers_never_raises():
+    answers = list(BAD_OUTPUTS.values()) + [block("DROPOUT = 0.1", "DROPOUT = 0.2")]
+    p, _ = proposer(answers, repair_retries=0)
+    cands = p.propose(context(), len(answers))
+    assert [c.failure for c in cands] == list(BAD_OUTPUTS) + [None]
+    assert sum(p.stats["final_failures"].values()) == len(BAD_OUTPUTS) and p.stats["valid"] == 1
+    state = p.state_dict()
+    fresh, _ = proposer([])
+    fresh.load_state_dict(state)
+    assert fresh.stats == p.stats
+
+
+def test_full_mode():
+    new = PARENT.replace("DEPTH = 2", "DEPTH = 3")
+    p, gen = proposer(["Here:\n```python\n" + new + "```"], mode="full")
+    (c,) = p.propose(context(), 1)
+    assert c.failure is None and c.source == new
+    assert "complete new program" in gen.calls[0]["messages"][1]["content"]
+
+
+def test_prompt_shows_numbered_parent_statistics_and_history():
+    history = [ProgramRecord(id=5, source="", status="rejected", reason="not better than the bound",
+                             diff="-HIDDEN = 128\n+HIDDEN = 8\n"),
+               ProgramRecord(id=4, source="", status="failed", reason="shape_mismatch")]
+    p, gen = proposer([block("HIDDEN = 128", "HIDDEN = 64")])
+    p.propose(context(history, statistics={"member_error": 0.1234, "correlation": 0.9}), 1)
+    user = gen.calls[0]["messages"][1]["content"]
+    assert " 4 | HIDDEN = 128" in user and "19 |     return nn.Sequential(*layers)" in user
+    assert "member_error: 0.1234" in user and "correlation: 0.9000" in user
+    assert "#5 rejected: not better than the bound" in user and "+HIDDEN = 8" in user
+    assert "#4 failed: shape_mismatch" in user and "<<<<<<< SEARCH" in user
+    assert gen.calls[0]["messages"][0]["role"] == "system"
+
+
+def test_user_prompt_override(tmp_path):
+    (tmp_path / "system.j2").write_text("Custom system for {{ 'ensnas' }}.")
+    p, gen = proposer([block("HIDDEN = 128", "HIDDEN = 64")], prompts_dir=str(tmp_path))
+    p.propose(context(), 1)
+    assert gen.calls[0]["messages"][0]["content"] == "Custom system for ensnas.\n"
+    (tmp_path / "propose.j2").write_text("{{ not_a_variable }}")
+    with pytest.raises(PromptError, match="not_a_variable"):
+        PromptRenderer(prompts_dir=tmp_path).proposal_messages(task=TASK, source=PARENT, mode="delta", members=5)
+    with pytest.raises(PromptError, match="not a directory"):
+        PromptRenderer(prompts_dir=tmp_path / "missing")
+
+
+def test_bind_takes_the_loops_evaluator_and_generator_config():
+    from agent.proposers.base import LoopResources
+    p = LLMProposer(config={"mode": "delta"})
+    p.bind(LoopResources(evaluator="EV", generator={"backend": "openai", "base_url": "http://127.0.0.1:9/v1"},
+                         run_dir=None))
+    assert p.evaluator == "EV" and p.config.generator.backend == "openai"
+    assert p.generator.name == "openai"      # built lazily from the bound config
+
+
+@pytest.mark.slow
+def test_build_check_in_the_sandbox_feeds_the_build_error_back(digits_evaluator):
+    bad = block("    layers.append(nn.Linear(width, num_classes))", "    layers.append(nn.Linear(width, 3))")
+    good = block("HIDDEN = 128", "HIDDEN = 96")
+    gen = ScriptedGenerator([bad, good])
+    p = LLMProposer(config=LLMProposerConfig(repair_retries=1), generator=gen, evaluator=digits_evaluator)
+    (c,) = p.propose(context(), 1)
+    assert c.failure is None and "HIDDEN = 96" in c.source
+    first = c.meta["attempts"][0]
+    assert first["failure"] == "build_failed" and first["build_reason"] == "shape_mismatch"
+    assert "shape_mismatch" in gen.calls[1]["messages"][-1]["content"]
+    gen2 = ScriptedGenerator([bad])
+    p2 = LLMProposer(config=LLMProposerConfig(repair_retries=0), generator=gen2, evaluator=digits_evaluator)
+    (c2,) = p2.propose(context(), 1)
+    assert c2.failure == "build_failed" and c2.meta["build_reason"] == "shape_mismatch"
+    assert "nn.Linear(width, 3)" in c2.source          # the failed program is kept for the store
+
+
+@pytest.mark.slow
+def test_bundled_model_proposes_for_real():
+    """The default generator (SmolLM2-135M-Instruct GGUF via transformers) end to end, no repairs."""
+    import torch
+    torch.set_num_threads(1)
+    p = LLMProposer(config=LLMProposerConfig(repair_retries=0, generator=GeneratorConfig(
+        threads=1, sampling=SamplingConfig(temperature=0.4, max_new_tokens=48))))
+    (c,) = p.propose(context(), 1)
+    assert c.meta["tokens"] >= 1 and c.meta["raw_outputs"][0] is not None
+    assert c.meta["generator"]["model"].endswith(".gguf")
+    assert c.failure is None or c.failure in {"empty", "prose_only", "unclosed_block", "malformed_block",
+                                              "search_not_found", "ambiguous_match", "no_change",
+                                              "syntax_error", "too_long"}
+    assert p.stats["proposals"] == 1
