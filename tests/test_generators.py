@@ -155,3 +155,8 @@ def test_bundled_model_generates_offline():
     again = make_generator(GeneratorConfig(threads=1))       # cached per process: no second load
     assert again.base is gen.base
     assert again.generate(MESSAGES, sampling=SamplingConfig(temperature=0, max_new_tokens=24))[0].text == out.text
+
+
+def test_greedy_n_answers_are_identical(tiny_lm):
+    outs = tiny_generator(tiny_lm).generate(MESSAGES, n=3, sampling=SamplingConfig(temperature=0, max_new_tokens=6))
+    assert len(outs) == 3 and len({o.text for o in outs}) == 1

@@ -198,3 +198,22 @@ def test_bundled_model_proposes_for_real():
                                               "search_not_found", "ambiguous_match", "no_change",
                                               "syntax_error", "too_long"}
     assert p.stats["proposals"] == 1
+
+
+class BatchedScripted(ScriptedGenerator):
+    batched = True
+
+    def generate_batch(self, conversations, *, sampling=None, seeds=None):
+        self.batch_calls = getattr(self, "batch_calls", []) + [seeds]
+        return [self.generate(m, sampling=SamplingConfig(seed=s))[0] for m, s in zip(conversations, seeds)]
+
+
+def test_batched_backends_get_all_first_answers_in_one_call():
+    gen = BatchedScripted([block("HIDDEN = 128", "HIDDEN = 64"), "prose", block("DEPTH = 2", "DEPTH = 3"),
+                           block("DROPOUT = 0.1", "DROPOUT = 0.3")])
+    p = LLMProposer(config=LLMProposerConfig(repair_retries=1), generator=gen)
+    cands = p.propose(context(), 3)
+    assert len(gen.batch_calls) == 1 and len(gen.batch_calls[0]) == 3
+    assert [c.failure for c in cands] == [None, None, None]
+    assert [len(c.meta["attempts"]) for c in cands] == [1, 2, 1]      # the prose answer was repaired
+    assert "DROPOUT = 0.3" in cands[1].source and "DEPTH = 3" in cands[2].source

@@ -101,12 +101,15 @@ class Generator(ABC):
     def generate(self, messages: Messages, *, n: int = 1, sampling: SamplingConfig | None = None) -> list[Generation]:
         """n independent answers to one conversation (sampling defaults to config.sampling)."""
 
-    def generate_batch(self, conversations: list[Messages], *,
-                       sampling: SamplingConfig | None = None) -> list[Generation]:
-        """One answer per conversation; batched backends override this."""
+    batched = False     # True when generate_batch is one call (the proposer then batches first answers)
+
+    def generate_batch(self, conversations: list[Messages], *, sampling: SamplingConfig | None = None,
+                       seeds: list[int] | None = None) -> list[Generation]:
+        """One answer per conversation (seed i = seeds[i], default sampling.seed + i); batched backends override."""
         base = sampling or self.config.sampling
-        return [self.generate(m, n=1, sampling=base.model_copy(update={"seed": base.seed + i}))[0]
-                for i, m in enumerate(conversations)]
+        seeds = seeds if seeds is not None else [base.seed + i for i in range(len(conversations))]
+        return [self.generate(m, n=1, sampling=base.model_copy(update={"seed": seed}))[0]
+                for m, seed in zip(conversations, seeds, strict=True)]
 
     def load_adapter(self, path: str | Path, *, version: int) -> None:
         """Switch to a new adapter version (the CE update writes one per cycle)."""

@@ -111,7 +111,7 @@ class TransformersGenerator(Generator):
             if s.top_k:
                 kwargs["top_k"] = s.top_k
         else:
-            kwargs.update(do_sample=False)
+            kwargs.update(do_sample=False, num_return_sequences=1)   # greedy: n identical answers
         if s.repetition_penalty:
             kwargs["repetition_penalty"] = s.repetition_penalty
         if s.stop:
@@ -124,8 +124,11 @@ class TransformersGenerator(Generator):
             except (RuntimeError, ValueError) as exc:
                 raise GeneratorError(f"generation failed: {exc}") from exc
         seconds = time.perf_counter() - start
+        rows = out[:, prompt_len:].tolist()
+        if len(rows) < n:
+            rows = rows * n
         results = []
-        for row in out[:, prompt_len:].tolist():
+        for row in rows:
             count = len(row)
             if eos is not None and eos in row:
                 count = row.index(eos) + 1

@@ -90,9 +90,14 @@ class VLLMGenerator(Generator):
         outputs, seconds = self._run([messages], self._params(sampling or self.config.sampling, n))
         return self._convert(outputs[0], seconds)
 
-    def generate_batch(self, conversations: list[Messages], *,
-                       sampling: SamplingConfig | None = None) -> list[Generation]:
+    batched = True
+
+    def generate_batch(self, conversations: list[Messages], *, sampling: SamplingConfig | None = None,
+                       seeds: list[int] | None = None) -> list[Generation]:
         s = sampling or self.config.sampling
-        params = [self._params(s.model_copy(update={"seed": s.seed + i}), 1) for i in range(len(conversations))]
+        seeds = seeds if seeds is not None else [s.seed + i for i in range(len(conversations))]
+        if len(seeds) != len(conversations):
+            raise ConfigError("one seed per conversation")
+        params = [self._params(s.model_copy(update={"seed": seed}), 1) for seed in seeds]
         outputs, seconds = self._run(conversations, params)
         return [g for out in outputs for g in self._convert(out, seconds)]

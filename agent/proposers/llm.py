@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.delta import EditFailure, apply_output, unified_diff
-from agent.generators.base import Generator, GeneratorConfig, GeneratorError, GeneratorTimeout, make_generator
+from agent.generators.base import Generation, Generator, GeneratorConfig, GeneratorError, GeneratorTimeout, make_generator
 from agent.proposers.base import Candidate, ProposalContext, Proposer, register_proposer
 from evaluator.failures import ConfigError
 from prompts import PromptRenderer
@@ -100,9 +100,17 @@ class LLMProposer(Proposer):
         prompt = self.renderer.proposal_messages(task=ctx.task, source=parent, mode=cfg.mode, members=ctx.members,
                                                  statistics=ctx.incumbent.statistics,
                                                  history=ctx.history[:cfg.history])
-        return [self._one(ctx, prompt, int(ctx.rng.integers(0, 2**31 - 1))) for _ in range(n)]
+        seeds = [int(ctx.rng.integers(0, 2**31 - 1)) for _ in range(n)]
+        firsts: list[Generation | None] = [None] * n
+        if n > 1 and self.generator.batched:      # vLLM: all first answers in one batched call
+            try:
+                firsts = list(self.generator.generate_batch([prompt] * n, seeds=seeds))
+            except GeneratorError as exc:
+                log.warning("batched generation failed, falling back to one call per proposal: %s", exc)
+        return [self._one(ctx, prompt, seed, first) for seed, first in zip(seeds, firsts)]
 
-    def _one(self, ctx: ProposalContext, prompt: list[dict[str, str]], seed: int) -> Candidate:
+    def _one(self, ctx: ProposalContext, prompt: list[dict[str, str]], seed: int,
+             first: Generation | None = None) -> Candidate:
         cfg = self.config
         parent = ctx.incumbent.source
         base_sampling = self.generator.config.sampling
@@ -113,7 +121,8 @@ class LLMProposer(Proposer):
         for attempt in range(cfg.repair_retries + 1):
             sampling = base_sampling.model_copy(update={"seed": seed + attempt})
             try:
-                gen = self.generator.generate(messages, n=1, sampling=sampling)[0]
+                gen = first if attempt == 0 and first is not None else \
+                    self.generator.generate(messages, n=1, sampling=sampling)[0]
             except GeneratorError as exc:
                 failure = EditFailure.timeout if isinstance(exc, GeneratorTimeout) else EditFailure.generator_error
                 detail = str(exc)
