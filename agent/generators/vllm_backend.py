@@ -74,7 +74,8 @@ class VLLMGenerator(Generator):
     def _run(self, conversations: list[Messages], params: Any) -> tuple[list[Any], float]:
         start = time.perf_counter()
         try:
-            outputs = self.llm.chat(conversations, params, use_tqdm=False, lora_request=self._lora)
+            outputs = self.llm.chat(messages=conversations, sampling_params=params, use_tqdm=False,
+                                    lora_request=self._lora)
         except Exception as exc:
             raise GeneratorError(f"vLLM generation failed: {exc}") from exc
         return outputs, time.perf_counter() - start
