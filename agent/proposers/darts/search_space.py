@@ -86,9 +86,6 @@ class SuperNet(Network):
             s0, s1 = s1, cell(s0, s1, weights[kind], None if selected is None else selected[kind])
         return self.classifier(self.pool(s1).flatten(1))
 
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return list(self.parameters())
-
     def edge_parameters(self, kind: str, edge: int, op: int) -> list[nn.Parameter]:
         """The parameters of operation `op` on `edge` in every cell of type `kind`."""
         return [p for cell in self.cells if (cell.reduction == (kind == "reduce"))
