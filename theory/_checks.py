@@ -12,6 +12,8 @@ from theory.errors import TheoryInputError
 
 def real(value: object, name: str) -> float:
     """A finite real number (bools rejected: they are almost always a mistaken argument)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value.item()  # 0-d arrays, e.g. from np.mean over arrays, are scalars
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TheoryInputError(f"{name} must be a real number, got {value!r}")
     out = float(value)

@@ -31,14 +31,17 @@ def predicted_improvement(
 
 
 def accepts(delta: float, threshold: float) -> bool:
-    """THEORY.md T2: accept a' iff Delta > threshold, with Delta = E_a - E_a' (strict: ties keep a)."""
+    """THEORY.md T2: accept a' iff Delta > threshold, Delta = E_a - E_a' (strict: ties keep a)."""
     return chk.real(delta, "delta") > chk.real(threshold, "threshold")
 
 
 def variance_stable_threshold(
     members: int, variance: float, rho_base: float, rho_candidate: float
 ) -> float:
-    """THEORY.md T2 (variance stability, sigma_a'^2 ~ sigma_a^2): ((M-1)/M) sigma^2 (rho_a' - rho_a)."""
+    """THEORY.md T2 under variance stability (sigma_a'^2 ~ sigma_a^2).
+
+    Threshold ((M-1)/M) sigma^2 (rho_a' - rho_a) for Delta = E_a - E_a'.
+    """
     m = chk.members(members)
     var = chk.nonneg(variance, "variance")
     r_base = chk.correlation(rho_base, "rho_base")

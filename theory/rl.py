@@ -11,7 +11,10 @@ from theory.errors import TheoryInputError
 
 
 def discounted_returns(rewards: Sequence[float], gamma: float) -> np.ndarray:
-    """THEORY.md T5: G_t = sum_k gamma^k r_{t+k} (episode ends after the last reward; gamma = 0.9)."""
+    """THEORY.md T5: G_t = sum_k gamma^k r_{t+k}; the episode ends after the last reward.
+
+    RACHEL uses gamma = 0.9; any gamma in [0, 1] is accepted.
+    """
     r = chk.finite_array(rewards, "rewards")
     if r.ndim != 1:
         raise TheoryInputError(f"rewards must be 1-D, got shape {r.shape}")
@@ -24,10 +27,14 @@ def discounted_returns(rewards: Sequence[float], gamma: float) -> np.ndarray:
     return out
 
 
-def advantages(returns: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> np.ndarray:
+def advantages(
+    returns: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """THEORY.md T5: A = r - V(s), elementwise; shapes must match."""
     ret = chk.finite_array(returns, "returns")
     val = chk.finite_array(values, "values")
     if ret.shape != val.shape:
-        raise TheoryInputError(f"returns {ret.shape} and values {val.shape} must have the same shape")
+        raise TheoryInputError(
+            f"returns {ret.shape} and values {val.shape} must have the same shape"
+        )
     return ret - val

@@ -27,7 +27,9 @@ CASES = [  # (members, sigma2, rho, bias2)
 @pytest.mark.parametrize(("members", "sigma2", "rho", "bias2"), CASES)
 def test_ensemble_error_matches_simulated_average(simulate_members, members, sigma2, rho, bias2):
     rng = np.random.default_rng(100 + members)
-    preds, y = simulate_members(rng, members=members, n=100_000, sigma2=sigma2, rho=rho, bias2=bias2)
+    preds, y = simulate_members(
+        rng, members=members, n=100_000, sigma2=sigma2, rho=rho, bias2=bias2
+    )
     empirical_ens = float(((preds.mean(axis=0) - y) ** 2).sum(axis=1).mean())
     empirical_member = float(((preds - y) ** 2).sum(axis=2).mean())
     member_error = bias2 + sigma2  # the simulator's member error: squared bias + variance
@@ -137,3 +139,11 @@ def test_every_public_function_names_its_result():
             assert "THEORY.md T" in (obj.__doc__ or ""), name
 
 
+
+
+def test_numpy_scalars_are_accepted_and_bools_rejected():
+    # exact: the same value whatever scalar type carries it
+    assert diversity(np.float32(2.0), np.array(0.5)) == diversity(2.0, 0.5)
+    assert ensemble_error(np.float64(1.0), 0.5, np.int64(3)) == ensemble_error(1.0, 0.5, 3)
+    with pytest.raises(TheoryInputError):
+        diversity(np.bool_(True), 0.5)
