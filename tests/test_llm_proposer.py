@@ -217,3 +217,12 @@ def test_batched_backends_get_all_first_answers_in_one_call():
     assert [c.failure for c in cands] == [None, None, None]
     assert [len(c.meta["attempts"]) for c in cands] == [1, 2, 1]      # the prose answer was repaired
     assert "DROPOUT = 0.3" in cands[1].source and "DEPTH = 3" in cands[2].source
+
+
+def test_failed_candidate_source_belongs_to_its_last_attempt():
+    p, _ = proposer([block("DEPTH = 2", "DEPTH = = 2"), "just prose"], repair_retries=1)
+    (c,) = p.propose(context(), 1)
+    assert c.failure == "prose_only" and c.source == PARENT and c.meta["diff"] == ""
+    p, _ = proposer(["just prose", block("DEPTH = 2", "DEPTH = = 2")], repair_retries=1)
+    (c,) = p.propose(context(), 1)
+    assert c.failure == "syntax_error" and "DEPTH = = 2" in c.source and "+DEPTH = = 2" in c.meta["diff"]

@@ -133,8 +133,7 @@ class LLMProposer(Proposer):
             result = apply_output(parent, gen.text, mode=cfg.mode, threshold=cfg.fuzzy_threshold,
                                   max_chars=cfg.max_answer_chars, truncated=gen.truncated)
             failure, detail, build_reason = result.failure, result.detail, None
-            if result.source:
-                source = result.source
+            source = result.source or parent          # the failed program is kept when there is one
             if result.ok and cfg.check_build and self.evaluator is not None:
                 check = self.evaluator.check(result.source)
                 if not check.ok:
