@@ -160,3 +160,19 @@ def test_bundled_model_generates_offline():
 def test_greedy_n_answers_are_identical(tiny_lm):
     outs = tiny_generator(tiny_lm).generate(MESSAGES, n=3, sampling=SamplingConfig(temperature=0, max_new_tokens=6))
     assert len(outs) == 3 and len({o.text for o in outs}) == 1
+
+
+def test_checkpoint_directory_loads_through_the_config(tiny_lm, tmp_path):
+    model, tokenizer = tiny_lm
+    model.save_pretrained(tmp_path / "ckpt")
+    tokenizer.save_pretrained(tmp_path / "ckpt")
+    gen = make_generator({"model": str(tmp_path / "ckpt"), "threads": 1})
+    s = SamplingConfig(temperature=0, max_new_tokens=6)
+    assert gen.generate(MESSAGES, sampling=s)[0].text == tiny_generator(tiny_lm).generate(MESSAGES, sampling=s)[0].text
+    assert make_generator({"model": str(tmp_path / "ckpt")}).base is gen.base      # cached per process
+    with pytest.raises(ConfigError, match="cannot load"):
+        make_generator({"model": str(tmp_path)})                                   # a dir without a model
+
+
+def test_gguf_file_path_resolves():
+    assert resolve_weights(GeneratorConfig(model=str(bundled_gguf()))) == (bundled_gguf().parent, BUNDLED_GGUF)
