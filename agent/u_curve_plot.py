@@ -27,7 +27,7 @@ class Panel:
     mean: list[float]
     sd: list[float]
     fits: dict[str, dict] = field(default_factory=dict)        # model -> {"p_star", "curve" (on DENSE)}
-    measured_at_p_star: tuple[float, float, float] | None = None  # (p*, mean, sd)
+    measured_at_p_star: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # model -> (p*, mean, sd)
 
 
 def _curve(info: dict, members: int) -> list[float]:
@@ -49,8 +49,8 @@ def panels(data: dict) -> list[Panel]:
                                      "e_ens_star": info["e_ens_star"]}
                 meas = info.get("measured_at_p_star")
                 if meas:
-                    panel.measured_at_p_star = (info["p_star"], float(np.mean(meas["val_brier"])),
-                                                float(np.std(meas["val_brier"])))
+                    panel.measured_at_p_star[model] = (info["p_star"], float(np.mean(meas["val_brier"])),
+                                                       float(np.std(meas["val_brier"])))
             out.append(panel)
     return out
 
@@ -68,9 +68,9 @@ def write_png(ps: list[Panel], path: Path, columns: int = 3) -> Path:
         for model, fit in panel.fits.items():
             ax.plot(DENSE, fit["curve"], "--", color=COLOURS[model], label=f"fit: {model}")
             ax.axvline(fit["p_star"], color=COLOURS[model], alpha=0.5, lw=1)
-        if panel.measured_at_p_star:
-            p, mean, sd = panel.measured_at_p_star
-            ax.errorbar([p], [mean], yerr=[sd], fmt="*", ms=12, color=COLOURS["at_p_star"], label="measured at p*")
+        for model, (p, mean, sd) in panel.measured_at_p_star.items():
+            ax.errorbar([p], [mean], yerr=[sd], fmt="*", ms=13, color=COLOURS[model], mec="black",
+                        label=f"measured at {model} p*")
         lo, hi = min(panel.mean) - 2 * max(panel.sd), max(panel.mean) + 2 * max(panel.sd)
         ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
         ax.set_title(panel.title)
@@ -120,10 +120,10 @@ def _svg_panel(panel: Panel, idx: int, w: int = 420, h: int = 300) -> str:
                      f'<circle cx="{sx(p):.1f}" cy="{sy(m):.1f}" r="4" fill="{COLOURS["measured"]}" '
                      f'data-tip="measured: p = {p:.2f}, E_ens = {m:.5f} ± {s:.5f}"/>')
     parts.append("</g>")
-    if panel.measured_at_p_star:
-        p, m, s = panel.measured_at_p_star
-        parts.append(f'<g class="s-at_p_star"><rect x="{sx(p) - 5:.1f}" y="{sy(m) - 5:.1f}" width="10" height="10" '
-                     f'fill="{COLOURS["at_p_star"]}" data-tip="measured at p* = {p:.3f}: E_ens = {m:.5f} ± {s:.5f}"/></g>')
+    for model, (p, m, s) in panel.measured_at_p_star.items():
+        parts.append(f'<g class="s-at_p_star s-{model}"><rect x="{sx(p) - 5:.1f}" y="{sy(m) - 5:.1f}" width="10" height="10" '
+                     f'fill="{COLOURS[model]}" stroke="black" data-tip="measured at {model} p* = {p:.3f}: '
+                     f'E_ens = {m:.5f} ± {s:.5f} ({panel.seeds} seeds)"/></g>')
     parts.append("</svg>")
     return "".join(parts)
 

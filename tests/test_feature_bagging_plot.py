@@ -37,7 +37,7 @@ def test_panels_carry_the_fitted_curve_and_p_star():
         assert fit["p_star"] == data["results"][0]["verify"][str(m)]["models"]["paper"]["p_star"]
         # the drawn curve's minimum sits at p* (to the dense grid's resolution)
         assert abs(DENSE[int(np.argmin(fit["curve"]))] - fit["p_star"]) <= 0.011
-        assert panel.measured_at_p_star[0] == fit["p_star"]
+        assert panel.measured_at_p_star["paper"][0] == fit["p_star"]
 
 
 def test_png_and_offline_html(tmp_path):
