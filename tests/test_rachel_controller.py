@@ -63,6 +63,7 @@ def test_update_moves_probability_towards_the_positive_advantage():
     assert stats["mean_advantage"] == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_critic_learns_the_return():
     ctrl = ActorCriticController(config=SMALL.model_copy(update={"update_epochs": 1, "lr": 1e-2}))
     rollout = ctrl.sample(4)
@@ -103,6 +104,7 @@ def _synthetic_reward(rollout: Rollout) -> float:
     return float(sum(p * k * (w - 16) / 7 for p, k, w in rollout.layers()))
 
 
+@pytest.mark.slow
 def test_actor_critic_learns_a_synthetic_reward_better_than_random():
     cfg = SMALL.model_copy(update={"lr": 1e-2, "temperature": 1.0, "temperature_decay": 1.0})
     ctrl, rand = ActorCriticController(config=cfg), RandomController(config=cfg)

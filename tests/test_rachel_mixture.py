@@ -48,6 +48,7 @@ def test_fit_matches_scipy_on_the_simplex(seed, m):
     np.testing.assert_allclose(fit.weights, ref.x, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_fit_beats_every_point_of_an_exhaustive_grid():
     rng = np.random.default_rng(7)
     logits2, y2 = _members(rng, 2)

@@ -37,6 +37,7 @@ def digits_data(digits_task, cache_dir) -> SearchData:
     return load_search_data(digits_task, cache_dir=cache_dir)
 
 
+@pytest.mark.slow
 def test_rachel_search_grows_an_ensemble(digits_data):
     result = RachelSearch(config=TINY, data=digits_data).run()
     assert result.trained_candidates + result.failed_candidates == 4 and result.failed_candidates == 0
@@ -102,6 +103,7 @@ def test_random_ablation_and_registry(digits_data):
         make_search("nope", data=digits_data)
 
 
+@pytest.mark.slow
 def test_adanet_candidates_and_growth(digits_data):
     cfg = AdaNetConfig(iterations=2, widths=(8, 12), budget=TINY_BUDGET)
     search = AdaNetSearch(config=cfg, data=digits_data)
