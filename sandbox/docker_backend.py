@@ -1,0 +1,179 @@
+"""The Docker backend (default wherever a daemon answers): one throw-away container per evaluation.
+
+Hardening: no network, read-only root filesystem, private size-capped tmpfs at /tmp (the
+working directory), memory (no swap) / CPU / pids limits, every capability dropped,
+no-new-privileges, uid 65534, file-size and core rlimits, a wall-clock timeout that kills the
+container, stdout/stderr counted and capped (the run is killed past the cap), and the container
+removed afterwards whatever happened. The filesystem it sees is `sandbox.layout`'s.
+
+Images: by default the offline base (`sandbox.docker_image`) with the host runtime mounted
+read-only; `image=` selects a self-contained image (e.g. one built from `sandbox/Dockerfile`),
+which then runs its own `python` with the package installed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from evaluator.failures import SandboxUnavailable
+from sandbox.base import Sandbox, SandboxJob, SandboxRun, register_sandbox
+from sandbox.layout import SCRATCH, job_mounts, runtime_mounts, worker_command, worker_env
+from sandbox.output import OUTPUT_TOO_LARGE, OutputPump, OutputTail, inspect_out_dir
+
+log = logging.getLogger(__name__)
+LABEL = "ensnas.sandbox"
+
+
+class DockerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: str | None = Field(None, description="self-contained image; None = the offline base + host runtime")
+    host_runtime: bool | None = Field(None, description="mount the host Python/venv/evaluator (default: only "
+                                                        "for the base image)")
+    python: str | None = Field(None, description="interpreter in the container (default: host's for the host "
+                                                 "runtime, `python` otherwise)")
+    base_url: str | None = Field(None, description="daemon address; default DOCKER_HOST or the local socket")
+    user: str = "65534:65534"
+    tmpfs_mb: int = Field(256, ge=16, description="size of the private /tmp")
+    client_timeout_s: float = Field(30, gt=0)
+
+
+@register_sandbox("docker")
+class DockerSandbox(Sandbox):
+    def __init__(self, *, config: DockerConfig | None = None, **fields) -> None:
+        self.config = config or DockerConfig(**fields)
+        self._client = None
+        self._lock = threading.Lock()
+
+    # -- daemon ---------------------------------------------------------------------------
+    def _where(self) -> str:
+        return self.config.base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+    def client(self):
+        with self._lock:
+            if self._client is None:
+                try:
+                    import docker
+                    client = (docker.DockerClient(base_url=self.config.base_url, timeout=int(self.config.client_timeout_s))
+                              if self.config.base_url else docker.from_env(timeout=int(self.config.client_timeout_s)))
+                    client.ping()
+                except Exception as exc:  # ImportError, DockerException, connection refused, missing socket
+                    raise SandboxUnavailable(
+                        f"Docker daemon not reachable at {self._where()}: start it (`dockerd &` / "
+                        f"`systemctl start docker`) or use --sandbox process ({type(exc).__name__})") from exc
+                self._client = client
+            return self._client
+
+    def check_available(self) -> None:
+        self.image()
+
+    def image(self) -> str:
+        client = self.client()
+        if self.config.image:
+            import docker.errors
+            try:
+                client.images.get(self.config.image)
+            except docker.errors.ImageNotFound as exc:
+                raise SandboxUnavailable(f"sandbox image {self.config.image!r} is not present: build it with "
+                                         "`docker build -f sandbox/Dockerfile -t <tag> .` (needs a registry for "
+                                         "its FROM image) or leave image unset for the offline base") from exc
+            return self.config.image
+        from sandbox.docker_image import ensure_base_image
+        return ensure_base_image(client)
+
+    # -- one run ----------------------------------------------------------------------------
+    def container_options(self, job: SandboxJob) -> dict:
+        lim = job.limits
+        host_runtime = self.config.host_runtime if self.config.host_runtime is not None else not self.config.image
+        mounts = (runtime_mounts() if host_runtime else []) + job_mounts(job.work_dir, job.data_dir)
+        python = self.config.python or (sys.executable if host_runtime else "python")
+        env = worker_env(threads=max(1, int(lim.cpus)))
+        if not host_runtime:
+            env.pop("PYTHONPATH")  # the image has the package installed
+        import docker.types
+        options = dict(
+            command=worker_command(python), environment=env, working_dir=SCRATCH, user=self.config.user,
+            volumes={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts},
+            network_mode="none", read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            tmpfs={SCRATCH: f"size={self.config.tmpfs_mb}m,mode=1777"},
+            mem_limit=f"{lim.memory_mb}m", memswap_limit=f"{lim.memory_mb}m", nano_cpus=int(lim.cpus * 1e9),
+            pids_limit=lim.pids, ipc_mode="private",
+            ulimits=[docker.types.Ulimit(name="fsize", soft=lim.max_file_mb << 20, hard=lim.max_file_mb << 20),
+                     docker.types.Ulimit(name="core", soft=0, hard=0),
+                     docker.types.Ulimit(name="nofile", soft=1024, hard=1024)],
+            # the backend counts and caps the attached stream; the daemon's own copy stays at most ~2 MiB
+            log_config=docker.types.LogConfig(type="json-file", config={"max-size": "1m", "max-file": "2"}),
+            labels={LABEL: "1", LABEL + ".work": str(job.work_dir)}, detach=True, stdin_open=False, tty=False,
+        )
+        if lim.gpu:
+            options["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        return options
+
+    def run(self, job: SandboxJob) -> SandboxRun:
+        import docker.errors
+        client, image = self.client(), self.image()
+        lim = job.limits
+        start = time.perf_counter()
+        notes: list[str] = []
+        container = None
+        try:
+            killed = threading.Event()
+            # kill from another thread: the reader must keep draining, or the daemon's stdio copy (and so
+            # the container's exit, and so the kill call) would wait on it forever
+            overflow = lambda: threading.Thread(target=kill, args=(OUTPUT_TOO_LARGE,), daemon=True).start()  # noqa: E731
+            tails = [OutputTail(keep=lim.max_output_bytes, cap=lim.max_log_bytes, on_overflow=overflow)
+                     for _ in range(2)]
+            try:
+                container = client.containers.create(image, **self.container_options(job))
+                container.start()
+                # logs=True replays what was printed before the attach (from the size-capped log file)
+                pump = OutputPump(chunks=container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True),
+                                  tails=tails)
+            except docker.errors.APIError as exc:
+                raise SandboxUnavailable(f"Docker could not start the sandbox container: {exc}") from exc
+
+            def kill(note: str) -> None:
+                if not killed.is_set():
+                    killed.set()
+                    notes.append(note)
+                    try:
+                        container.kill()
+                    except Exception:  # already gone, or the daemon is slow: remove(force) follows anyway
+                        pass
+
+            timed_out = False
+            try:
+                status = container.wait(timeout=lim.timeout_s)
+            except Exception:  # requests' ReadTimeout / ConnectionError: the wall clock ran out
+                timed_out = not killed.is_set()
+                kill("timeout")
+                status = container.wait(timeout=60)
+            pump.join()
+            (so, cut_o), (se, cut_e) = (t.result() for t in tails)
+            container.reload()
+            state = container.attrs.get("State", {})
+            exit_code = status.get("StatusCode", state.get("ExitCode"))
+            if exit_code == 128 + 25:  # SIGXFSZ: a file above the size cap
+                notes.append(OUTPUT_TOO_LARGE)
+            notes += inspect_out_dir(job.work_dir / "out", max_file_mb=lim.max_file_mb)
+            return SandboxRun(exit_code=exit_code, wall_seconds=time.perf_counter() - start, timed_out=timed_out,
+                              out_of_memory=bool(state.get("OOMKilled")) or (exit_code == 137 and not killed.is_set()),
+                              output_truncated=cut_o or cut_e or OUTPUT_TOO_LARGE in notes,
+                              stdout_tail=so, stderr_tail=se, notes=notes)
+        finally:
+            if container is not None:
+                try:
+                    container.remove(force=True, v=True)
+                except docker.errors.NotFound:
+                    pass
+                except Exception as exc:  # never mask the run's own outcome; leftovers are findable by label
+                    log.warning("could not remove sandbox container %s: %s", container.id[:12], exc)
+
+
+def leftover_containers(client) -> list:
+    """Sandbox containers that still exist (should be none between runs)."""
+    return client.containers.list(all=True, filters={"label": LABEL})

@@ -1,0 +1,61 @@
+"""What a hardened sandbox shows the worker: the same small filesystem for Docker and the process backend.
+
+Only these paths exist inside (everything read-only unless marked):
+
+    /usr, /bin, /lib, /lib64, /sbin        host system libraries (merged-/usr symlinks)
+    <sys.base_prefix>                      the host Python runtime, at its own path
+    <sys.prefix>                           the virtual environment, at its own path
+    /ensnas-src/evaluator                  the worker's package, nothing else of the source tree
+    /ensnas-data                           the task's inputs/ (never labels.npz, never the run/store)
+    /ensnas-job                            job.json + program.py
+    /ensnas-job/out                        read-write: result.json + predictions.npz
+    /tmp                                   private tmpfs (size-capped), the working directory
+
+Home directories, /etc (beyond passwd/group and the loader cache), the run directory, the
+store and the label files are simply not there.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox.base import SOURCE_ROOT
+
+JOB, DATA, SRC, SCRATCH = "/ensnas-job", "/ensnas-data", "/ensnas-src", "/tmp"
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool = True
+
+
+def runtime_mounts() -> list[Mount]:
+    """Host runtime: system libraries, Python, the venv and the evaluator package."""
+    mounts = [Mount("/usr", "/usr")]
+    base, prefix = Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()
+    if not str(base).startswith("/usr/"):
+        mounts.append(Mount(str(base), str(base)))
+    if prefix != base and not str(prefix).startswith("/usr/"):
+        mounts.append(Mount(str(prefix), str(prefix)))
+    mounts.append(Mount(str(SOURCE_ROOT / "evaluator"), f"{SRC}/evaluator"))
+    return mounts
+
+
+def job_mounts(work_dir: Path, data_dir: Path) -> list[Mount]:
+    work_dir, data_dir = Path(work_dir).resolve(), Path(data_dir).resolve()
+    return [Mount(str(work_dir), JOB), Mount(str(work_dir / "out"), f"{JOB}/out", read_only=False),
+            Mount(str(data_dir), DATA)]
+
+
+def worker_command(python: str = sys.executable) -> list[str]:
+    return [python, "-m", "evaluator.worker", "--work", JOB, "--data", DATA]
+
+
+def worker_env(threads: int = 1, src: str = SRC) -> dict[str, str]:
+    """A scrubbed environment: nothing of the host's variables (tokens, proxies, paths) leaks in."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": SCRATCH, "TMPDIR": SCRATCH, "LANG": "C.UTF-8",
+            "PYTHONPATH": src, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}

@@ -1,0 +1,174 @@
+"""The process backend, for machines without Docker: namespaces + chroot + rlimits, no daemon needed.
+
+`sandbox/process_entry.py` (stdlib only, trusted) isolates itself and execs the worker: own
+session and process group, new mount/PID/network/IPC/UTS namespaces where the kernel allows
+(as root, or through an unprivileged user namespace), a tmpfs root with only `sandbox.layout`'s
+paths, uid 65534, a scrubbed environment, a private size-capped /tmp, and rlimits on address
+space, CPU seconds, processes, file size and core dumps. PID 1 of the namespace is the worker,
+so nothing the program starts outlives it.
+
+Where a protection is not available here it says so: `isolation()` reports what the kernel
+allowed, every run carries the launcher's report in its notes, and `require_isolation=True`
+turns a missing namespace into SandboxUnavailable instead of a weaker run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from evaluator.failures import SandboxUnavailable
+from sandbox.base import SOURCE_ROOT, Sandbox, SandboxJob, SandboxRun, register_sandbox
+from sandbox.layout import job_mounts, runtime_mounts, worker_command, worker_env
+from sandbox.output import OUTPUT_TOO_LARGE, OutputPump, OutputTail, inspect_out_dir, read_fd_chunks
+
+ENTRY = Path(__file__).with_name("process_entry.py")
+SETUP_FAILED = 121
+
+
+class ProcessConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    uid: int = Field(65534, description="user the program runs as when the launcher is root")
+    tmpfs_mb: int = Field(256, ge=16, description="size of the private /tmp")
+    require_isolation: bool = Field(False, description="refuse to run without namespaces and a private root")
+
+
+@register_sandbox("process")
+class ProcessSandbox(Sandbox):
+    def __init__(self, *, config: ProcessConfig | None = None, **fields) -> None:
+        self.config = config or ProcessConfig(**fields)
+        self._isolation: dict | None = None
+
+    def check_available(self) -> None:
+        if sys.platform != "linux":
+            raise SandboxUnavailable("the process sandbox needs Linux (rlimits, namespaces); use --sandbox docker")
+        report = self.isolation()
+        if self.config.require_isolation and not report.get("filesystem"):
+            raise SandboxUnavailable("the process sandbox cannot create namespaces here "
+                                     f"({'; '.join(report['problems'])}): run as root, enable unprivileged user "
+                                     "namespaces (sysctl kernel.unprivileged_userns_clone=1), or use --sandbox docker")
+
+    def isolation(self) -> dict:
+        """What this kernel lets the launcher do (probed once by running it on /bin/true)."""
+        if self._isolation is None:
+            with tempfile.TemporaryDirectory(prefix="ensnas-probe-") as tmp:
+                work, data = Path(tmp, "work"), Path(tmp, "data")
+                (work / "out").mkdir(parents=True)
+                data.mkdir()
+                proc, report_r = self._launch(work, data, ["/bin/true"], ["/bin/true"], Path(tmp, "root"),
+                                              Path(tmp), 5, 256, 1, 1, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL)
+                proc.wait(timeout=30)
+                self._isolation = _read_report(report_r)
+        return self._isolation
+
+    def _launch(self, work: Path, data: Path, argv: list[str], fallback_argv: list[str], root: Path, scratch: Path,
+                timeout_s: float, memory_mb: int, max_file_mb: int, pids: int, threads: int = 1, **popen):
+        root.mkdir(exist_ok=True)
+        read_fd, write_fd = os.pipe()
+        mounts = runtime_mounts() + job_mounts(work, data)
+        fallback_env = worker_env(threads=threads, src=str(SOURCE_ROOT))
+        fallback_env.update(HOME=str(scratch), TMPDIR=str(scratch))
+        spec = {"root": str(root), "mounts": [[m.source, m.target, m.read_only] for m in mounts],
+                "argv": argv, "env": worker_env(threads=threads), "fallback_argv": fallback_argv,
+                "fallback_env": fallback_env, "fallback_cwd": str(scratch), "uid": self.config.uid,
+                "tmpfs_mb": self.config.tmpfs_mb, "memory_mb": memory_mb, "max_file_mb": max_file_mb,
+                "cpu_seconds": int(timeout_s * max(1, threads)) + 5, "nproc": _nproc_limit(pids, self.config.uid),
+                "report_fd": write_fd}
+        try:
+            proc = subprocess.Popen([sys.executable, "-I", "-S", str(ENTRY), json.dumps(spec)], pass_fds=(write_fd,),
+                                    stdin=subprocess.DEVNULL, start_new_session=True, env={}, cwd="/", **popen)
+        finally:
+            os.close(write_fd)
+        return proc, read_fd
+
+    def run(self, job: SandboxJob) -> SandboxRun:
+        lim = job.limits
+        threads = max(1, int(lim.cpus))
+        start = time.perf_counter()
+        notes: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="ensnas-proc-") as tmp:
+            scratch = Path(tmp, "scratch")
+            scratch.mkdir()
+            scratch.chmod(0o1777)
+            work, data = Path(job.work_dir).resolve(), Path(job.data_dir).resolve()
+            fallback = [sys.executable, "-m", "evaluator.worker", "--work", str(work), "--data", str(data)]
+            if self.config.require_isolation:
+                self.check_available()
+            proc, report_fd = self._launch(work, data, worker_command(sys.executable), fallback, Path(tmp, "root"),
+                                           scratch, lim.timeout_s, lim.memory_mb, lim.max_file_mb, lim.pids, threads,
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            killed = threading.Event()
+
+            def kill(note: str | None = None) -> None:
+                if note and not killed.is_set():
+                    notes.append(note)
+                killed.set()
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # launcher and worker; PDEATHSIG + PID 1 take the rest
+                except ProcessLookupError:
+                    pass
+
+            tails = [OutputTail(keep=lim.max_output_bytes, cap=lim.max_log_bytes, on_overflow=lambda: kill(OUTPUT_TOO_LARGE))
+                     for _ in range(2)]
+            pumps = [OutputPump(chunks=read_fd_chunks(stream), tails=[tail])
+                     for stream, tail in ((proc.stdout, tails[0]), (proc.stderr, tails[1]))]
+            timed_out = False
+            try:
+                proc.wait(timeout=lim.timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = not killed.is_set()
+                kill("timeout")
+            finally:
+                kill()  # anything left in the launcher's process group
+                proc.wait()
+            for pump in pumps:
+                pump.join()
+            (so, cut_o), (se, cut_e) = (t.result() for t in tails)
+            proc.stdout.close()
+            proc.stderr.close()
+            report = _read_report(report_fd)
+        code = proc.returncode
+        if report.get("setup_failed"):
+            raise SandboxUnavailable(f"the process sandbox could not isolate the run: {'; '.join(report['problems'])}")
+        notes.append("isolation: " + json.dumps(report, sort_keys=True))
+        if not report.get("filesystem"):
+            notes.append("WARNING: no namespaces here: the program shares the host's filesystem view and network")
+        if code in (-25, 128 + 25):  # SIGXFSZ: a file above the size cap
+            notes.append(OUTPUT_TOO_LARGE)
+        cpu_limited = code in (-24, 128 + 24)  # SIGXCPU: the CPU-seconds rlimit
+        notes += inspect_out_dir(work / "out", max_file_mb=lim.max_file_mb)
+        return SandboxRun(exit_code=code, wall_seconds=time.perf_counter() - start, timed_out=timed_out or cpu_limited,
+                          out_of_memory=False, output_truncated=cut_o or cut_e or OUTPUT_TOO_LARGE in notes,
+                          stdout_tail=so, stderr_tail=se, notes=notes)
+
+
+def _read_report(fd: int) -> dict:
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(1 << 20)
+    try:
+        return json.loads(raw) if raw else {"problems": ["the launcher wrote no report"], "setup_failed": True}
+    except ValueError:
+        return {"problems": [f"unreadable launcher report {raw[:200]!r}"], "setup_failed": True}
+
+
+def _nproc_limit(pids: int, uid: int) -> int:
+    """RLIMIT_NPROC counts every task of the user, so allow `pids` on top of what it already runs."""
+    target = uid if os.geteuid() == 0 else os.getuid()
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == target:
+                    count += len(os.listdir(f"/proc/{entry.name}/task"))
+            except OSError:
+                continue
+    return count + pids

@@ -1,0 +1,4 @@
+"""Dereferences NULL through ctypes: the worker dies of SIGSEGV -> crashed."""
+import ctypes
+
+ctypes.string_at(0)
