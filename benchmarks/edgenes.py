@@ -236,8 +236,8 @@ def main(argv=None) -> int:
 def scale_note(large: bool) -> str:
     if large:
         return "large_config: C=16, 5 cells, full training split, 50 DARTS epochs, 50 hypernetwork epochs"
-    return ("CPU scale: C=8, 2 cells (normal + reduction), search on 1200 training images (600 search-train / "
-            "600 search-val), 3 DARTS epochs, 12 hypernetwork epochs (single-path), retraining 3 epochs on 2000 "
+    return ("CPU scale: C=8, 2 cells (normal + reduction), search on min(1200, all) training images split half/half "
+            "(Fashion-MNIST 600/600, digits 505/506), 3 DARTS epochs, 12 hypernetwork epochs (single-path), retraining 3 epochs on 2000 "
             "(Fashion-MNIST, 28x28 average-pooled to 7x7 in the stem) or all 1011 (digits 8x8) training images, "
             "ensembles of n=3, NES pools of 5; torch threads 1 per process")
 
