@@ -48,6 +48,7 @@ class RachelProposer(Proposer):
         self.search: RachelSearch | None = None
         self._pending_state: dict | None = None
         self._program_ids: dict[str, int] = {}       # rendered source -> store id (from observe)
+        self._emitted: set[str] = set()              # sources already proposed (never twice)
         self.gate: list[dict] = []                   # the loop's verdict on each emitted candidate
 
     def _ensure_search(self, ctx: ProposalContext) -> RachelSearch:
@@ -77,6 +78,9 @@ class RachelProposer(Proposer):
                 continue
             spec: SubnetSpec = search.best.spec
             source = render_program(spec, dropout=search.config.dropout)
+            if source in self._emitted:  # every layer absent: a new instance of the same program
+                continue
+            self._emitted.add(source)
             parent_id = self._program_ids.get(parent_source) if parent_source else None
             out.append(Candidate(
                 source=source, parent_id=parent_id if parent_id is not None else ctx.incumbent.id,
@@ -104,10 +108,11 @@ class RachelProposer(Proposer):
     def state_dict(self) -> dict[str, Any]:
         search_state = self.search.state_dict() if self.search is not None else self._pending_state
         return {"search": search_state, "program_ids": [[s, i] for s, i in self._program_ids.items()],
-                "gate": self.gate}
+                "emitted": sorted(self._emitted), "gate": self.gate}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._pending_state = state.get("search")
         self._program_ids = {s: int(i) for s, i in state.get("program_ids", [])}
+        self._emitted = set(state.get("emitted", []))
         self.gate = list(state.get("gate", []))
         self.search = None   # rebuilt (members retrained from their seeds) on the next propose
