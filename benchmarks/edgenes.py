@@ -13,7 +13,8 @@ Theorem 1: for every EdgeNES weight step, m = sum over the final ensemble's memb
 alpha* edges that both the step's sampled architecture and the member use; its mean is
 compared with N (Lambda+1)^2 / (4 Lambda).
 
-    .venv/bin/python benchmarks/edgenes.py            # CPU scale, ~10-20 min on 2 cores
+    .venv/bin/python benchmarks/edgenes.py            # CPU scale: 45 min wall here (2 cores shared
+                                                      # with other jobs, ~10-15% of a core per worker)
     .venv/bin/python benchmarks/edgenes.py --large    # GPU config (not run on CPU)
 """
 from __future__ import annotations
