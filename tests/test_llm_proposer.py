@@ -226,3 +226,17 @@ def test_failed_candidate_source_belongs_to_its_last_attempt():
     p, _ = proposer(["just prose", block("DEPTH = 2", "DEPTH = = 2")], repair_retries=1)
     (c,) = p.propose(context(), 1)
     assert c.failure == "syntax_error" and "DEPTH = = 2" in c.source and "+DEPTH = = 2" in c.meta["diff"]
+
+
+def test_adapter_versions_follow_the_loop(tmp_path):
+    from agent.proposers.base import LoopResources
+    p = LLMProposer(config={"mode": "delta"})
+    p.bind(LoopResources(evaluator=None, generator={}, run_dir=tmp_path, adapter_path=str(tmp_path / "a2")))
+    assert p.config.generator.adapter == str(tmp_path / "a2") and p.config.generator.adapter_version == 1
+    p.use_adapter(str(tmp_path / "a3"))
+    assert p.config.generator.adapter_version == 2
+    p.load_state_dict({"stats": {}, "adapter": str(tmp_path / "a1")})    # older saved state does not win
+    assert p.config.generator.adapter == str(tmp_path / "a3")
+    fresh = LLMProposer(config={"mode": "delta"})
+    fresh.load_state_dict(p.state_dict())
+    assert fresh.config.generator.adapter == str(tmp_path / "a3") and fresh.config.generator.adapter_version == 2

@@ -185,5 +185,12 @@ class LLMProposer(Proposer):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stats = {**empty_stats(), **state.get("stats", {})}
-        if state.get("adapter"):
-            self.use_adapter(state["adapter"])
+        current = self._generator.config if self._generator is not None else self.config.generator
+        if state.get("adapter") and not current.adapter:     # an adapter bound by the loop is newer: keep it
+            path, version = state["adapter"], int(state.get("adapter_version") or 1)
+            if self._generator is None:
+                gen_cfg = current.model_copy(update={"adapter": path, "adapter_version": version})
+                self.config = self.config.model_copy(update={"generator": gen_cfg})
+            else:
+                self._generator.load_adapter(path, version=version)
+                self.config = self.config.model_copy(update={"generator": self._generator.config})
