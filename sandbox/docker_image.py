@@ -20,7 +20,7 @@ from evaluator.failures import SandboxUnavailable
 from sandbox.base import SOURCE_ROOT
 
 BASE_IMAGE = "ensnas-sandbox:base"
-BASE_IMAGE_VERSION = "1"  # bump when the tarball's layout changes; stored as a label
+BASE_IMAGE_VERSION = "2"  # bump when the tarball's layout changes; stored as a label
 DOCKERFILE = Path(__file__).with_name("Dockerfile")
 NOBODY = 65534
 
