@@ -7,7 +7,7 @@ accuracy and cross-entropy, total trained parameters (every candidate), deployed
 parameters, safety-net firings and wall time, then prints a table of means +- std over seeds
 and paired per-seed differences, and writes benchmarks/results/rachel.json.
 
-CPU scale (2 contended cores, one thread per process, the two tasks in parallel processes):
+CPU scale `small` (2 contended cores, one thread per process, (task, seed) runs in parallel processes):
   fashion-mnist: images 2x2-average-pooled to 14x14, first 1500 train / 1000 val examples,
                  full 10k test; widths 16..32; 2 epochs per candidate.
   mnist1d:       3200 train / 800 val / 1000 test (the bundled split); widths 16..128; 8 epochs.
@@ -15,6 +15,10 @@ CPU scale (2 contended cores, one thread per process, the two tasks in parallel 
   the quartiles of RACHEL's width range, so both searches draw from comparable sizes.
 
     .venv/bin/python benchmarks/rachel.py [--iterations 4] [--seeds 0 1 2] [--tasks fashion-mnist mnist1d]
+    .venv/bin/python benchmarks/rachel.py --scale medium --tasks fashion-mnist --out benchmarks/results/rachel_medium.json
+
+`--scale medium` (Fashion-MNIST only was run: 3000 train, 3 epochs) checks whether the small-scale
+ranking is an artefact of under-training (at small scale each candidate gets 24 optimiser steps).
 """
 from __future__ import annotations
 
