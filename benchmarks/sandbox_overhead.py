@@ -1,0 +1,136 @@
+"""Sandbox overhead: the same proxy evaluation bare (in-process), in subprocess, process and Docker.
+
+    .venv/bin/python benchmarks/sandbox_overhead.py [--repeats 3] [--tasks digits,fashion-mnist]
+
+Scale: two bundled tasks with their seed programs and proxy budgets, 2 instances, one torch
+thread: digits (mlp.py, 15 epochs on 1347 8x8 images: a sub-second evaluation, the worst case
+for relative overhead) and fashion-mnist (cnn_small.py, 1 epoch on a 12000-image subset). Each backend runs the
+identical Evaluator path (prepare work dir -> sandbox -> host-side scoring); "bare" runs the
+worker's `run_job` in this process, so its time is pure training + prediction + scoring.
+Overhead = backend wall - bare wall, per candidate, as seconds and as a fraction of the bare
+evaluation time. Repeats are interleaved across backends so machine load hits all alike; the
+median is reported. "vs subprocess" isolates the cost of the isolation itself from the cost
+every out-of-process backend pays (a fresh interpreter importing torch, also reported).
+Writes benchmarks/results/sandbox_overhead.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from evaluator.evaluate import Evaluator  # noqa: E402
+from evaluator.failures import SandboxUnavailable  # noqa: E402
+from evaluator.tasks import get_task  # noqa: E402
+from sandbox import Limits, Sandbox, SandboxJob, SandboxRun, make_sandbox  # noqa: E402
+
+
+class BareSandbox(Sandbox):
+    """No isolation at all: the worker's job function in this very process (the reference)."""
+    name = "bare"
+
+    def run(self, job: SandboxJob) -> SandboxRun:
+        from evaluator.failures import EvaluationFailed
+        from evaluator.worker import run_job
+        start = time.perf_counter()
+        try:
+            result = run_job(job.work_dir, job.data_dir)
+        except EvaluationFailed as exc:
+            result = {"status": "failed", "reason": exc.reason.value, "detail": exc.detail}
+        (job.work_dir / "out" / "result.json").write_text(json.dumps(result))
+        return SandboxRun(exit_code=0, wall_seconds=time.perf_counter() - start)
+
+
+def fresh_interpreter_seconds() -> float:
+    """What any out-of-process backend pays before isolation: a new Python importing torch and numpy."""
+    import subprocess
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import numpy, torch"], check=True)
+    return time.perf_counter() - start
+
+
+def bench_task(task_name: str, repeats: int, epochs: int | None, train_subset: int | None) -> dict:
+    task = get_task(task_name)
+    update = {k: v for k, v in {"epochs": epochs, "train_subset": train_subset}.items() if v}
+    if update:
+        task = task.model_copy(update={"budget": task.budget.model_copy(update=update)})
+    source = task.seed_source()
+    limits = Limits(timeout_s=600, memory_mb=8192)
+    backends: dict[str, Sandbox] = {"bare": BareSandbox()}
+    skipped = {}
+    for name in ("subprocess", "process", "docker"):
+        sandbox = make_sandbox(name)
+        try:
+            sandbox.check_available()
+            backends[name] = sandbox
+        except SandboxUnavailable as exc:
+            skipped[name] = str(exc)
+    evaluators = {name: Evaluator(task=task, sandbox=sb, limits=limits, threads=1) for name, sb in backends.items()}
+    for name, ev in evaluators.items():  # warm-up: data cache, Docker image, page cache
+        result = ev.evaluate(source)
+        assert result.ok, (name, result.reason, result.detail)
+    walls: dict[str, list[float]] = {n: [] for n in evaluators}
+    interpreter: list[float] = []
+    accuracy: dict[str, float] = {}
+    for _ in range(repeats):
+        interpreter.append(fresh_interpreter_seconds())
+        for name, ev in evaluators.items():
+            start = time.perf_counter()
+            result = ev.evaluate(source)
+            walls[name].append(time.perf_counter() - start)
+            assert result.ok, (name, result.reason, result.detail)
+            accuracy[name] = result.statistics.accuracy
+    bare = statistics.median(walls["bare"])
+    plain = statistics.median(walls["subprocess"]) if "subprocess" in walls else None
+    rows = []
+    for name, w in walls.items():
+        med = statistics.median(w)
+        rows.append({"backend": name, "median_s": med, "runs_s": w, "overhead_s": med - bare,
+                     "overhead_ratio": (med - bare) / bare,
+                     "isolation_overhead_s": (med - plain) if plain is not None and name not in ("bare",) else None,
+                     "accuracy": accuracy[name]})
+    b = task.budget
+    print(f"\ntask={task.name} epochs={b.epochs} train_subset={b.train_subset} seed={task.seed_program} instances=2 "
+          f"repeats={repeats} threads=1; bare evaluation {bare:.2f} s; fresh python+torch "
+          f"{statistics.median(interpreter):.2f} s")
+    print(f"{'backend':<11} {'median s':>9} {'overhead s':>11} {'overhead %':>11} {'vs subprocess s':>16} {'accuracy':>9}")
+    for r in rows:
+        iso = f"{r['isolation_overhead_s']:+.2f}" if r["isolation_overhead_s"] is not None else "-"
+        print(f"{r['backend']:<11} {r['median_s']:>9.2f} {r['overhead_s']:>11.2f} {100 * r['overhead_ratio']:>10.1f}% "
+              f"{iso:>16} {r['accuracy']:>9.3f}")
+    for name, why in skipped.items():
+        print(f"{name:<11} skipped: {why}")
+    return {"task": task.name, "epochs": b.epochs, "train_subset": b.train_subset, "seed_program": task.seed_program,
+            "instances": 2, "repeats": repeats, "fresh_interpreter_s": interpreter, "rows": rows, "skipped": skipped}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tasks", default="digits,fashion-mnist", help="comma-separated bundled tasks")
+    parser.add_argument("--epochs", type=int, default=None, help="override the tasks' proxy epochs")
+    parser.add_argument("--train-subset", type=int, default=None, help="override the tasks' training subset")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sandbox_overhead.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    runs = [bench_task(name, args.repeats, args.epochs, args.train_subset) for name in args.tasks.split(",")]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({
+        "threads": 1, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+        "load_average_at_end": os.getloadavg(), "runs": runs,
+        "targets": {"overhead_ratio_below": 0.05, "overhead_s_below": 1.0}}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
