@@ -11,7 +11,9 @@ Overhead = backend wall - bare wall, per candidate, as seconds and as a fraction
 evaluation time. Repeats are interleaved across backends so machine load hits all alike; the
 median is reported. "vs subprocess" isolates the cost of the isolation itself from the cost
 every out-of-process backend pays (a fresh interpreter importing torch, also reported).
-Writes benchmarks/results/sandbox_overhead.json.
+A first, task-free section times each backend's lifecycle around `python -c pass`: the cost of
+the isolation mechanics themselves. Writes benchmarks/results/sandbox_overhead.json
+(`--tasks ""` re-measures the lifecycle section only and keeps the recorded task runs).
 """
 from __future__ import annotations
 
@@ -114,6 +116,55 @@ def bench_task(task_name: str, repeats: int, epochs: int | None, train_subset: i
             "instances": 2, "repeats": repeats, "fresh_interpreter_s": interpreter, "rows": rows, "skipped": skipped}
 
 
+def lifecycle(repeats: int = 7) -> dict:
+    """The isolation mechanics alone: each backend starting `python -c pass` (no torch, no job)."""
+    import subprocess
+    import tempfile
+    rows: dict[str, list[float]] = {}
+
+    def plain() -> None:
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+    def process() -> None:
+        sb = make_sandbox("process")
+        with tempfile.TemporaryDirectory() as tmp:
+            work, data = Path(tmp, "w"), Path(tmp, "d")
+            (work / "out").mkdir(parents=True)
+            data.mkdir()
+            argv = [sys.executable, "-c", "pass"]
+            proc, fd = sb._launch(work, data, argv, argv, Path(tmp, "root"), Path(tmp), 10, 1024, 16, 64)
+            proc.wait()
+            os.close(fd)
+
+    def docker() -> None:
+        from sandbox.docker_image import ensure_base_image
+        from sandbox.layout import runtime_mounts
+        client = make_sandbox("docker").client()
+        ct = client.containers.create(ensure_base_image(client), [sys.executable, "-c", "pass"],
+                                      volumes={m.source: {"bind": m.target, "mode": "ro"} for m in runtime_mounts()},
+                                      network_mode="none", read_only=True, user="65534:65534", cap_drop=["ALL"])
+        ct.start()
+        ct.wait()
+        ct.reload()
+        ct.remove(force=True)
+
+    for name, fn in (("plain python", plain), ("process", process), ("docker", docker)):
+        try:
+            fn()
+        except Exception as exc:  # e.g. no daemon: say so, keep the others
+            print(f"{name:<13} skipped: {exc}")
+            continue
+        rows[name] = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            rows[name].append(time.perf_counter() - start)
+    print(f"\nlifecycle: `python -c pass` started by each backend, {repeats} repeats")
+    for name, w in rows.items():
+        print(f"{name:<13} median {statistics.median(w):.3f} s  (+{statistics.median(w) - statistics.median(rows['plain python']):.3f} s)")
+    return {name: {"median_s": statistics.median(w), "runs_s": w} for name, w in rows.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
@@ -123,11 +174,18 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sandbox_overhead.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    runs = [bench_task(name, args.repeats, args.epochs, args.train_subset) for name in args.tasks.split(",")]
+    mechanics = lifecycle()
+    runs = [bench_task(name, args.repeats, args.epochs, args.train_subset) for name in args.tasks.split(",") if name]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if not runs and Path(args.out).exists():  # lifecycle only: keep the task runs already recorded
+        previous = json.loads(Path(args.out).read_text())
+        previous["lifecycle"] = mechanics
+        Path(args.out).write_text(json.dumps(previous, indent=2))
+        print(f"updated the lifecycle section of {args.out}")
+        return
     Path(args.out).write_text(json.dumps({
         "threads": 1, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-        "load_average_at_end": os.getloadavg(), "runs": runs,
+        "load_average_at_end": os.getloadavg(), "lifecycle": mechanics, "runs": runs,
         "targets": {"overhead_ratio_below": 0.05, "overhead_s_below": 1.0}}, indent=2))
     print(f"wrote {args.out}")
 
