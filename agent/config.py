@@ -61,10 +61,14 @@ class DeployConfig(_Strict):
 class RunConfig(_Strict):
     task: str = "digits"
     data_path: str | None = None
-    cycles: int = Field(4, ge=1)
+    cycles: int = Field(3, ge=1)
     seed: int = 0
-    proposers: list[ProposerSpec] = Field(default_factory=lambda: [ProposerSpec()])
-    generator: dict[str, Any] = Field(default_factory=dict, description="agent.generators config (backend, model, sampling)")
+    # The bundled 135M model rarely writes a valid edit on its own (benchmarks/generator_validity);
+    # evolution beside it keeps the search moving and feeds the CE update elites to learn from.
+    proposers: list[ProposerSpec] = Field(default_factory=lambda: [ProposerSpec(name="llm", candidates=2),
+                                                                   ProposerSpec(name="evolution", candidates=2)])
+    generator: dict[str, Any] = Field(default_factory=lambda: {"backend": "llama_cpp", "sampling": {"max_new_tokens": 256}},
+                                      description="agent.generators config (backend, model, sampling)")
     novelty: NoveltyConfig = NoveltyConfig()
     prefilter: PrefilterConfig = PrefilterConfig()
     sandbox: SandboxConfig = SandboxConfig()

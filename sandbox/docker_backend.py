@@ -114,6 +114,27 @@ class DockerSandbox(Sandbox):
         return options
 
     def run(self, job: SandboxJob) -> SandboxRun:
+        """Run the worker; a daemon that stops answering mid-run is SandboxUnavailable (the
+        candidate stays pending in the store, so `ensnas resume` evaluates it once it is back)."""
+        import docker.errors
+        import requests.exceptions
+        try:
+            return self._run(job)
+        except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+            if isinstance(exc, docker.errors.APIError) and self._daemon_answers():
+                raise
+            raise SandboxUnavailable(f"the Docker daemon stopped answering during an evaluation ({exc.__class__.__name__})"
+                                     ": start it again (`dockerd &` / `systemctl start docker`) and resume the run, "
+                                     "or use --sandbox process") from exc
+
+    def _daemon_answers(self) -> bool:
+        try:
+            self.client().ping()
+            return True
+        except Exception:  # noqa: BLE001 - any failure means no
+            return False
+
+    def _run(self, job: SandboxJob) -> SandboxRun:
         import docker.errors
         client, image = self.client(), self.image()
         lim = job.limits

@@ -56,9 +56,12 @@ def build_config(args) -> RunConfig:
 
 
 def _generator_from_flag(value: str) -> dict:
+    """http(s)://… → an OpenAI-compatible endpoint; a .gguf → llama.cpp; a directory → transformers."""
     if value.startswith(("http://", "https://")):
         return {"backend": "openai", "base_url": value}
-    return {"model": value}
+    if value.endswith(".gguf"):
+        return {"backend": "llama_cpp", "model": value}
+    return {"backend": "transformers", "model": value}
 
 
 def run(args) -> int:

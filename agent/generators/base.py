@@ -51,7 +51,7 @@ class SamplingConfig(BaseModel):
 class GeneratorConfig(BaseModel):
     """Which backend, which weights, how to sample, and (HTTP) how long to wait."""
     model_config = ConfigDict(extra="forbid")
-    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    backend: Literal["transformers", "vllm", "openai", "llama_cpp"] = "transformers"
     model: str | None = Field(None, description="checkpoint dir or .gguf file (local backends); model name (openai); "
                                                 "None = the bundled SmolLM2-135M-Instruct GGUF")
     gguf_file: str | None = Field(None, description="GGUF file name inside `model` when model is a directory")
@@ -158,6 +158,7 @@ LAZY_GENERATORS: dict[str, str] = {
     "transformers": "agent.generators.transformers_backend",
     "vllm": "agent.generators.vllm_backend",
     "openai": "agent.generators.openai_backend",
+    "llama_cpp": "agent.generators.llama_cpp_backend",
 }
 
 

@@ -20,6 +20,16 @@ from pathlib import Path
 from agent.generators.base import GeneratorError, GeneratorUnavailable, bundled_gguf
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when the process that started it dies (even by kill -9)."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -66,7 +76,8 @@ def start_llama_server(*, model: str | Path | None = None, threads: int = 1, n_c
            "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
            "--n_ctx", str(n_ctx)]
     log = open(log_path, "wb")
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               preexec_fn=_die_with_parent)
     log.close()
     server = LocalServer(process=process, base_url=f"http://127.0.0.1:{port}/v1", log_path=log_path)
     deadline = time.monotonic() + startup_timeout_s
