@@ -17,6 +17,8 @@ CPU scale `small` (2 contended cores, one thread per process, (task, seed) runs 
     .venv/bin/python benchmarks/rachel.py [--iterations 4] [--seeds 0 1 2] [--tasks fashion-mnist mnist1d]
     .venv/bin/python benchmarks/rachel.py --scale medium --tasks fashion-mnist --out benchmarks/results/rachel_medium.json
 
+Results: rachel.json (small, 4 iterations, both tasks), rachel_medium.json (Fashion-MNIST, medium),
+rachel_mnist1d_8iter.json and rachel_fashion_8iter.json (small, --iterations 8 --tasks X).
 `--scale medium` (Fashion-MNIST only was run: 3000 train, 3 epochs) checks whether the small-scale
 ranking is an artefact of under-training (at small scale each candidate gets 24 optimiser steps).
 """
