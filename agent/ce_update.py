@@ -44,10 +44,14 @@ def delta_blocks(parent: str, child: str, *, context: int = 1) -> str:
 
 
 def elite_examples(store, *, members: int, elites: int, task, renderer=None) -> list[dict[str, Any]]:
-    """(prompt messages, completion) pairs from the best accepted candidates."""
+    """(prompt messages, completion) pairs from the elite candidates, best first."""
     from agent.loop import predicted
-    rows = sorted((r for r in store.candidates(status="accepted") if r.statistics and r.parent_id),
-                  key=lambda r: predicted(r, members))[:elites]
+    # the elite quantile of the samples: accepted candidates, and those whose point estimate beat the
+    # incumbent even if the bound was not yet confident (the CE method ranks samples, it does not test them)
+    def elite(r) -> bool:
+        return r.status == "accepted" or (r.status == "rejected" and (r.decision or {}).get("predicted_improvement", 0) > 0)
+    rows = sorted((r for r in store.candidates(status=("accepted", "rejected"))
+                   if r.statistics and r.parent_id and elite(r)), key=lambda r: predicted(r, members))[:elites]
     examples = []
     for row in rows:
         meta = row.meta or {}
