@@ -86,7 +86,14 @@ def train_adapter(model, tokenizer, examples: list[dict[str, Any]], out_dir: Pat
                      disable_tqdm=True)
     lora = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    trainer = SFTTrainer(model=copy.deepcopy(model), args=args, train_dataset=data, processing_class=tokenizer,
+    trainable = copy.deepcopy(model)
+    if getattr(trainable, "hf_quantizer", None) is not None:
+        # a GGUF checkpoint is de-quantised to float on load; only the marker says "quantized"
+        trainable.hf_quantizer = None
+        trainable.is_quantized = False
+        if hasattr(trainable.config, "quantization_config"):
+            del trainable.config.quantization_config
+    trainer = SFTTrainer(model=trainable, args=args, train_dataset=data, processing_class=tokenizer,
                          peft_config=lora)
     start = time.perf_counter()
     result = trainer.train()

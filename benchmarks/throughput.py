@@ -42,14 +42,14 @@ def cycle_rates(store) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cycles", type=int, default=4)
-    parser.add_argument("--candidates", type=int, default=3)
+    parser.add_argument("--candidates", type=int, default=2)
     parser.add_argument("--sandbox", default="auto")
-    parser.add_argument("--proposer", default="llm")
+    parser.add_argument("--proposer", action="append", help="default: the run defaults (llm + evolution)")
     parser.add_argument("--name", default="throughput")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ensnas-throughput-"))
-    config = RunConfig.load(None, cycles=args.cycles, proposers=[{"name": args.proposer, "candidates": args.candidates}],
-                            sandbox={"backend": args.sandbox})
+    proposers = [{"name": p, "candidates": args.candidates} for p in (args.proposer or ["llm", "evolution"])]
+    config = RunConfig.load(None, cycles=args.cycles, proposers=proposers, sandbox={"backend": args.sandbox})
     start = time.perf_counter()
     try:
         loop = SearchLoop(run_dir=workdir / "run", config=config, progress=False)
@@ -66,7 +66,8 @@ def main() -> None:
     evaluated = sum(r.evaluations for r in rows if r.proposer != "seed")
     timings["other (seed, deploy, start-up)"] = max(0.0, wall - sum(timings.values()))
     table = [[k, v, v / wall] for k, v in sorted(timings.items(), key=lambda kv: -kv[1])]
-    print(f"default search, {args.cycles} cycles × {args.candidates} {args.proposer} candidates, sandbox {backend}: "
+    print(f"default search, {args.cycles} cycles × {args.candidates} candidates from {[p['name'] for p in proposers]}, "
+          f"sandbox {backend}: "
           f"{wall:.0f} s wall, {proposals} proposals, {evaluated} evaluations, {len(adapters)} adapter(s)")
     print(f"candidates per hour: {3600 * proposals / wall:.1f} proposed, {3600 * evaluated / wall:.1f} evaluated")
     print_table(["where", "seconds", "share (sandbox/training summed over parallel workers)"], table)
@@ -74,7 +75,7 @@ def main() -> None:
     print_table(["cycle", "proposer", "adapter", "proposals", "valid rate", "elite rate"],
                 [[r["cycle"], r["proposer"], f"v{r['adapter_version']}", r["proposals"], r["valid_rate"], r["elite_rate"]]
                  for r in per_cycle])
-    write_result(args.name, {"cycles": args.cycles, "candidates": args.candidates, "proposer": args.proposer,
+    write_result(args.name, {"cycles": args.cycles, "candidates": args.candidates, "proposers": proposers,
                              "sandbox": backend, "wall_seconds": wall, "proposals": proposals, "evaluations": evaluated,
                              "proposed_per_hour": 3600 * proposals / wall, "evaluated_per_hour": 3600 * evaluated / wall,
                              "timings": timings, "adapters": adapters, "per_cycle": per_cycle,

@@ -71,14 +71,16 @@ def build_root(spec: dict) -> None:
         f.write("root:x:0:\nnogroup:x:65534:\n")
     if os.path.exists("/etc/ld.so.cache"):
         bind("/etc/ld.so.cache", os.path.join(root, "etc/ld.so.cache"), True)
+    # /tmp first: a runtime that lives under /tmp (a venv in a CI checkout there) is bound on top of
+    # the private tmpfs instead of being hidden by it
+    tmp = os.path.join(root, "tmp")
+    os.makedirs(tmp, exist_ok=True)
+    mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec['tmpfs_mb']}m,mode=1777")
     for source, target, read_only in spec["mounts"]:
         bind(source, root + target, read_only)
     os.makedirs(os.path.join(root, "dev"))
     for dev in ("null", "zero", "urandom", "random"):
         bind("/dev/" + dev, os.path.join(root, "dev", dev), False)
-    tmp = os.path.join(root, "tmp")
-    os.makedirs(tmp, exist_ok=True)
-    mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec['tmpfs_mb']}m,mode=1777")
     os.makedirs(os.path.join(root, "proc"))
     mount("proc", os.path.join(root, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mount(None, root, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
