@@ -45,11 +45,18 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=2)
     parser.add_argument("--sandbox", default="auto")
     parser.add_argument("--proposer", action="append", help="default: the run defaults (llm + evolution)")
+    parser.add_argument("--ce-every", type=int, default=2, help="CE update every n cycles")
+    parser.add_argument("--ce-steps", type=int, default=30)
+    parser.add_argument("--llm-options", default="{}", help="JSON options for the llm proposer")
     parser.add_argument("--name", default="throughput")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ensnas-throughput-"))
-    proposers = [{"name": p, "candidates": args.candidates} for p in (args.proposer or ["llm", "evolution"])]
-    config = RunConfig.load(None, cycles=args.cycles, proposers=proposers, sandbox={"backend": args.sandbox})
+    import json
+    proposers = [{"name": p, "candidates": args.candidates,
+                  "options": json.loads(args.llm_options) if p == "llm" else {}}
+                 for p in (args.proposer or ["llm", "evolution"])]
+    config = RunConfig.load(None, cycles=args.cycles, proposers=proposers, sandbox={"backend": args.sandbox},
+                            ce_update={"every": args.ce_every, "max_steps": args.ce_steps})
     start = time.perf_counter()
     try:
         loop = SearchLoop(run_dir=workdir / "run", config=config, progress=False)
