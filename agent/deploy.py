@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from evaluator.statistics import ensemble_metrics
+from evaluator.statistics import brier_per_example, ensemble_metrics, one_hot
 from evaluator.worker import feature_subset
 
 log = logging.getLogger("ensnas")
@@ -82,8 +82,8 @@ def deploy_final(loop) -> dict:
                 report[role] = {"failed": result.reason.value, "detail": result.detail}
                 continue
             report[role] = ensemble_metrics(result.test_probs, y_test)
-            report[role]["single_model_brier"] = float(((result.test_probs - _onehot(y_test, result.test_probs))
-                                                        ** 2).sum(-1).mean())
+            targets = one_hot(y_test, result.test_probs.shape[-1])
+            report[role]["single_model_brier"] = float(brier_per_example(result.test_probs, targets).mean())
             if role == "final":
                 _export(export_dir, row.source, keep / "out", result.seeds, evaluator, result.feature_fraction)
         finally:
@@ -94,13 +94,6 @@ def deploy_final(loop) -> dict:
     store.set_state("final_report", report)
     (loop.run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return report
-
-
-def _onehot(y, probs):
-    import numpy as np
-    out = np.zeros(probs.shape[1:])
-    out[np.arange(len(y)), y] = 1
-    return out
 
 
 def _export(export_dir: Path, source: str, out: Path, seeds: list[int], evaluator, fraction: float) -> None:

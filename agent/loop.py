@@ -7,7 +7,6 @@ only what was in flight, decides only what was undecided, and never proposes a c
 """
 from __future__ import annotations
 
-import difflib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -16,12 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from agent.config import RunConfig
+from agent.delta import unified_diff
 from agent.prefilter import Prefilter
 from agent.proposers.base import LoopResources, ProgramRecord, ProposalContext, make_proposer
 from agent.store import CandidateRow, RunDirError, RunStore
 from evaluator.acceptance import acceptance_test, noise_variance_from_instances
 from evaluator.evaluate import Evaluation, Evaluator
 from evaluator.failures import ConfigError
+from evaluator.statistics import predicted_from_dict
 from evaluator.tasks import TaskConfig, get_task
 from sandbox import Limits, make_sandbox
 from sandbox.select import resolve_sandbox_name
@@ -31,11 +32,6 @@ log = logging.getLogger("ensnas")
 RHO_S_WARN = 0.8
 
 
-def unified_diff(parent: str, child: str, parent_name: str = "parent.py", child_name: str = "candidate.py") -> str:
-    return "".join(difflib.unified_diff(parent.splitlines(keepends=True), child.splitlines(keepends=True),
-                                        fromfile=parent_name, tofile=child_name))
-
-
 def record(row: CandidateRow) -> ProgramRecord:
     return ProgramRecord(id=row.id, source=row.source or "", status=row.status, reason=row.reason or "",
                          parent_id=row.parent_id, proposer=row.proposer, statistics=row.statistics,
@@ -43,8 +39,7 @@ def record(row: CandidateRow) -> ProgramRecord:
 
 
 def predicted(row: CandidateRow, members: int) -> float:
-    s = row.statistics or {}
-    return s["member_error"] - (members - 1) / members * s["diversity"] if "member_error" in s else float("inf")
+    return predicted_from_dict(row.statistics, members)
 
 
 class SearchLoop:
@@ -141,7 +136,7 @@ class SearchLoop:
             self.prefilter.archive(seed_row.id, seed_row.source)
         log.info("seed: E_a %.4f, D̂ %.4f, predicted %d-ensemble Brier %.4f, pooled seed noise %s",
                  stats["member_error"], stats["diversity"], self.members,
-                 stats["member_error"] - (self.members - 1) / self.members * stats["diversity"],
+                 predicted_from_dict(stats, self.members),
                  f"{noise:.2e}" if noise is not None else "off")
 
     # -- one cycle ------------------------------------------------------------------------
@@ -182,7 +177,8 @@ class SearchLoop:
                 parent_src = parents.get(cand.parent_id)
                 if parent_src is None and cand.parent_id is not None:
                     parent_src = self.store.candidate(cand.parent_id).source or ""
-                diff = unified_diff(parent_src or "", cand.source or "", f"#{cand.parent_id}", "candidate")
+                diff = unified_diff(parent_src or "", cand.source or "", parent_name=f"#{cand.parent_id}",
+                                    child_name="candidate")
                 if cand.failure or not cand.source:
                     self.store.insert_candidate(db, cycle=cycle, proposer=cand.proposer, parent_id=cand.parent_id,
                                                 source=cand.source or None, diff=diff, status="proposal_failed",

@@ -10,7 +10,7 @@ from itertools import combinations
 import numpy as np
 
 from evaluator.failures import EvaluationFailed, FailureReason
-from theory.ensemble import krogh_vedelsby
+from theory.ensemble import ensemble_error, krogh_vedelsby
 
 EPS = 1e-7
 
@@ -72,10 +72,17 @@ class EnsembleStatistics:
 
     def predicted_ensemble_error(self, members: int) -> float:
         """T1: E_a − ((M−1)/M)·D̂."""
-        return self.member_error - (members - 1) / members * self.diversity
+        return ensemble_error(self.member_error, self.diversity, members)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def predicted_from_dict(stats: dict | None, members: int) -> float:
+    """T1's predicted M-ensemble error from stored statistics (EnsembleStatistics.as_dict()); inf if none."""
+    if not stats or "member_error" not in stats:
+        return float("inf")
+    return ensemble_error(stats["member_error"], stats["diversity"], members)
 
 
 def compute_statistics(probs: np.ndarray, labels: np.ndarray) -> EnsembleStatistics:

@@ -6,8 +6,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from agent.loop import unified_diff
+from agent.delta import unified_diff
 from agent.store import RunStore
+from evaluator.statistics import predicted_from_dict
 
 
 def add_parser(sub) -> None:
@@ -77,7 +78,7 @@ def status(args) -> int:
 def _pred(stats: dict | None, members: int) -> str:
     if not stats:
         return ""
-    return f"{stats['member_error'] - (members - 1) / members * stats['diversity']:.4f}"
+    return f"{predicted_from_dict(stats, members):.4f}"
 
 
 def show(args) -> int:
@@ -137,7 +138,7 @@ def diff(args) -> int:
         print(f"candidate #{cand.id} has no parent (it is the seed); give OTHER to compare", file=sys.stderr)
         return 1
     other = store.candidate(other_id)
-    text = unified_diff(other.source or "", cand.source or "", f"#{other.id}", f"#{cand.id}")
+    text = unified_diff(other.source or "", cand.source or "", parent_name=f"#{other.id}", child_name=f"#{cand.id}")
     enabled = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     print(colour(text, enabled) if text else f"#{cand.id} and #{other.id} are identical", end="" if text else "\n")
     return 0

@@ -11,6 +11,7 @@ import tokenize
 import numpy as np
 
 from agent.proposers.base import Candidate, ProgramRecord, ProposalContext, Proposer, register_proposer
+from evaluator.statistics import predicted_from_dict
 
 ACTIVATIONS = ["ReLU", "GELU", "Tanh", "SiLU", "ELU", "LeakyReLU", "Sigmoid", "Mish"]
 
@@ -90,10 +91,7 @@ class RandomMutation(Proposer):
 
 
 def predicted_error(record: ProgramRecord, members: int) -> float:
-    s = record.statistics or {}
-    if "member_error" not in s:
-        return float("inf")
-    return s["member_error"] - (members - 1) / members * s["diversity"]
+    return predicted_from_dict(record.statistics, members)
 
 
 @register_proposer("evolution")
