@@ -3,11 +3,13 @@ plus the Docker daemon-missing message, the user-image path and GPU passthrough 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from evaluator.failures import SandboxUnavailable
 from sandbox import Limits, make_sandbox
+from sandbox.layout import runtime_mounts
 
 PROBE = r'''
 import json, os, socket, sys
@@ -64,9 +66,14 @@ def test_inside_view(hardened, monkeypatch):
     assert not facts["root_writable"] and facts["tmp_writable"]
     assert facts["data"] == ["x_test.npy", "x_train.npy", "x_val.npy", "y_train.npy"]   # no labels
     assert "labels.npz" not in facts["data_parent"]
+    # The runtime and venv are mounted at their host paths, wherever the checkout lives (/work, /check, /home...).
+    runtime_tops = {Path(m.target).parts[1] for m in runtime_mounts()}
     assert set(facts["root_entries"]) <= {"usr", "bin", "lib", "lib64", "sbin", "etc", "dev", "proc", "sys", "tmp",
-                                          "ensnas-job", "ensnas-data", "ensnas-src", "root", "work", "home", ".dockerenv"}
-    assert facts["root_home"] in ([], [".pyenv"])              # only the mounted runtime, no home contents
+                                          "ensnas-job", "ensnas-data", "ensnas-src", "home", ".dockerenv"} | runtime_tops
+    if "root" not in runtime_tops:
+        assert "root" not in facts["root_entries"]
+    home_mounted = {Path(m.target).parts[2] for m in runtime_mounts() if Path(m.target).parts[1] == "root"}
+    assert set(facts["root_home"]) <= home_mounted             # only the mounted runtime, no home contents
     assert set(facts["etc"]) <= {"passwd", "group", "ld.so.cache", "hosts", "hostname", "resolv.conf", "mtab"}
     assert facts["rlimit_fsize"] == 8 << 20
     assert not {"HOME", "PATH"} ^ ({"HOME", "PATH"} & set(facts["env"]))
