@@ -39,6 +39,8 @@ class SandboxConfig(_Strict):
     memory_mb: int = 4096
     threads: int = 1
     workers: int = Field(2, ge=1, description="evaluations in parallel")
+    warm_start: bool = Field(True, description="launch each worker's next sandbox (interpreter, torch, data) "
+                                               "while the current candidate trains")
 
 
 class CEUpdateConfig(_Strict):

@@ -67,7 +67,8 @@ class SearchLoop:
         sandbox.check_available()
         self.store.set_state("sandbox_backend", backend)
         limits = Limits(timeout_s=c.sandbox.timeout_s, memory_mb=c.sandbox.memory_mb, cpus=float(c.sandbox.threads))
-        self.evaluator = Evaluator(task=self.task, sandbox=sandbox, limits=limits, threads=c.sandbox.threads)
+        self.evaluator = Evaluator(task=self.task, sandbox=sandbox, limits=limits, threads=c.sandbox.threads,
+                                   warm_start=c.sandbox.workers if c.sandbox.warm_start else 0)
         self.prefilter = Prefilter(config=c.prefilter, novelty=c.novelty)
         for row in self.store.candidates():
             if row.source and row.status not in ("filtered", "proposal_failed"):
@@ -88,15 +89,19 @@ class SearchLoop:
 
     # ----------------------------------------------------------------------------------
     def run(self) -> dict:
-        self._ensure_seed()
-        for cycle in range(1, self.config.cycles + 1):
-            if self.store.cycle_status(cycle) == "done":
-                continue
-            self._run_cycle(cycle)
-        report = self.store.get_state("final_report")
-        if report is None and self.config.deploy.export:
-            from agent.deploy import deploy_final
-            report = deploy_final(self)
+        self.evaluator.prewarm()
+        try:
+            self._ensure_seed()
+            for cycle in range(1, self.config.cycles + 1):
+                if self.store.cycle_status(cycle) == "done":
+                    continue
+                self._run_cycle(cycle)
+            report = self.store.get_state("final_report")
+            if report is None and self.config.deploy.export:
+                from agent.deploy import deploy_final
+                report = deploy_final(self)
+        finally:
+            self.evaluator.close()  # no warm sandbox outlives the run
         return report or {}
 
     def _time(self, key: str, seconds: float) -> None:

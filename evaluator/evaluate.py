@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -16,6 +17,7 @@ from evaluator.task_data import TaskData, materialize
 from evaluator.tasks import TaskConfig
 from evaluator.worker import PROGRAM_NAME
 from sandbox.base import Limits, Sandbox, SandboxJob, SandboxRun
+from sandbox.warm import WarmPool
 
 MAX_PREDICTIONS_BYTES = 1 << 30
 
@@ -49,10 +51,23 @@ class Evaluator:
     """Evaluates program sources on one task through one sandbox backend."""
 
     def __init__(self, *, task: TaskConfig, sandbox: Sandbox, limits: Limits = Limits(),
-                 cache_dir: Path | None = None, work_root: Path | None = None, threads: int = 1) -> None:
+                 cache_dir: Path | None = None, work_root: Path | None = None, threads: int = 1,
+                 warm_start: int = 0) -> None:
+        """warm_start=N keeps N sandboxes launched ahead of their candidates (sandbox.warm); 0 = off."""
         self.task, self.sandbox, self.limits, self.threads = task, sandbox, limits, threads
         self.data: TaskData = materialize(task, cache_dir)
         self.work_root = Path(work_root) if work_root else None
+        self.warm_pool = WarmPool(sandbox=sandbox, data_dir=self.data.inputs_dir, limits=limits, size=warm_start,
+                                  make_work_dir=lambda: self._new_work_dir("ensnas-job-")) if warm_start else None
+
+    def prewarm(self) -> None:
+        """Start warming sandboxes now (e.g. while the first proposals are being written)."""
+        if self.warm_pool:
+            self.warm_pool.fill()
+
+    def close(self) -> None:
+        if self.warm_pool:
+            self.warm_pool.close()
 
     def evaluate(self, source: str, *, instances: int = 2, seed_base: int = 0, keep_dir: Path | None = None,
                  save_weights: bool = False) -> Evaluation:
@@ -61,10 +76,8 @@ class Evaluator:
         out with keep_dir)."""
         seeds = [seed_base + i for i in range(instances)]
         start = time.perf_counter()
-        work = Path(tempfile.mkdtemp(prefix="ensnas-job-", dir=self.work_root))
+        work, run = self._run(source, seeds, save_weights=save_weights)
         try:
-            self._prepare(work, source, seeds, save_weights=save_weights)
-            run = self.sandbox.run(SandboxJob(work_dir=work, data_dir=self.data.inputs_dir, limits=self.limits))
             evaluation = self._interpret(work, run)
             evaluation.sandbox_seconds = run.wall_seconds
             if keep_dir is not None:
@@ -78,28 +91,50 @@ class Evaluator:
     def check(self, source: str) -> Evaluation:
         """Build, shape and parameter checks only, in the sandbox (no training): ok or a typed reason."""
         start = time.perf_counter()
-        work = Path(tempfile.mkdtemp(prefix="ensnas-check-", dir=self.work_root))
+        work, run = self._run(source, [], build_only=True)
         try:
-            self._prepare(work, source, [], build_only=True)
-            run = self.sandbox.run(SandboxJob(work_dir=work, data_dir=self.data.inputs_dir, limits=self.limits))
             evaluation = self._interpret(work, run, build_only=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         evaluation.wall_seconds = time.perf_counter() - start
         return evaluation
 
-    def _prepare(self, work: Path, source: str, seeds: list[int], build_only: bool = False,
-                 save_weights: bool = False) -> None:
-        (work / PROGRAM_NAME).write_text(source)
-        job = {"input_shape": list(self.data.input_shape), "num_classes": self.data.num_classes,
-               "seeds": seeds, "budget": self.task.budget.model_dump(), "max_params": self.task.max_params,
-               "threads": self.threads, "build_only": build_only, "save_weights": save_weights}
-        (work / "job.json").write_text(json.dumps(job))
+    def _run(self, source: str, seeds: list[int], **flags) -> tuple[Path, SandboxRun]:
+        """Write the job into a warm sandbox's work dir (or a new one) and run it to the end.
+        The caller owns the returned work dir."""
+        taken = self.warm_pool.take() if self.warm_pool else None
+        work, launched = taken or (self._new_work_dir("ensnas-job-"), None)
+        try:
+            self._write_job(work, source, seeds, **flags)
+            if launched is None:
+                launched = self.sandbox.start(SandboxJob(work_dir=work, data_dir=self.data.inputs_dir,
+                                                         limits=self.limits))
+            return work, launched.finish()
+        except BaseException:
+            if launched is not None and launched.alive():
+                launched.cancel()
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+
+    def _new_work_dir(self, prefix: str) -> Path:
+        work = Path(tempfile.mkdtemp(prefix=prefix, dir=self.work_root))
         (work / "out").mkdir()
         for p in (work, work / "out"):
             p.chmod(0o777)  # the sandbox may run as an unprivileged user
-        for p in (work / PROGRAM_NAME, work / "job.json"):
-            p.chmod(0o644)
+        return work
+
+    def _write_job(self, work: Path, source: str, seeds: list[int], build_only: bool = False,
+                   save_weights: bool = False) -> None:
+        """program.py first, job.json last and atomically: a warm worker starts when job.json appears."""
+        (work / PROGRAM_NAME).write_text(source)
+        (work / PROGRAM_NAME).chmod(0o644)
+        job = {"input_shape": list(self.data.input_shape), "num_classes": self.data.num_classes,
+               "seeds": seeds, "budget": self.task.budget.model_dump(), "max_params": self.task.max_params,
+               "threads": self.threads, "build_only": build_only, "save_weights": save_weights}
+        pending = work / ".job.json.partial"
+        pending.write_text(json.dumps(job))
+        pending.chmod(0o644)
+        os.replace(pending, work / "job.json")
 
     def _interpret(self, work: Path, run: SandboxRun, build_only: bool = False) -> Evaluation:
         fail = lambda reason, detail: Evaluation(ok=False, reason=reason, detail=detail, stderr_tail=run.stderr_tail)  # noqa: E731

@@ -1,10 +1,14 @@
 """The in-sandbox worker: load the program, build, check, proxy-train K instances, dump probabilities.
 
-    python -m evaluator.worker --work WORK_DIR --data DATA_DIR
+    python -m evaluator.worker --work WORK_DIR --data DATA_DIR [--wait-for-job SECONDS]
 
 WORK_DIR holds job.json and program.py and receives out/result.json and out/predictions.npz.
 DATA_DIR holds x_train.npy, y_train.npy, x_val.npy and x_test.npy: training labels only;
 validation and test labels never enter the sandbox, so the host computes every score.
+
+With --wait-for-job the worker is a warm start: it imports torch and loads the data first, then
+waits for the host to write job.json (program.py is written before it, job.json last and
+atomically), so a sandbox can be launched while the previous candidate still trains.
 """
 from __future__ import annotations
 
@@ -75,7 +79,26 @@ def feature_view(fraction: float, input_shape: tuple[int, ...], seed: int):
     return (lambda x: x * mask), input_shape
 
 
-def run_job(work: Path, data: Path) -> dict:
+def load_inputs(data: Path) -> dict[str, np.ndarray]:
+    return {"x_train": np.load(data / "x_train.npy", mmap_mode="r"), "y_train": np.load(data / "y_train.npy"),
+            "x_val": np.load(data / "x_val.npy"), "x_test": np.load(data / "x_test.npy")}
+
+
+def wait_for_job(work: Path, data: Path, seconds: float) -> dict[str, np.ndarray] | None:
+    """Warm up (imports, data), then wait for job.json; None if the host never sent one."""
+    import torch  # noqa: F401  (the expensive import, done before the job arrives)
+
+    import evaluator.training  # noqa: F401
+    inputs = load_inputs(data)
+    deadline = time.monotonic() + seconds
+    while not (work / "job.json").exists():
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.005)
+    return inputs
+
+
+def run_job(work: Path, data: Path, inputs: dict[str, np.ndarray] | None = None) -> dict:
     import torch
 
     from evaluator.training import Budget, check_model, predict_probabilities, train_instance
@@ -84,9 +107,8 @@ def run_job(work: Path, data: Path) -> dict:
     torch.set_num_threads(int(job.get("threads", 1)))
     module = load_program((work / PROGRAM_NAME).read_text())
     fraction = feature_fraction(module)
-    x_train = np.load(data / "x_train.npy", mmap_mode="r")
-    y_train = np.load(data / "y_train.npy")
-    x_val, x_test = np.load(data / "x_val.npy"), np.load(data / "x_test.npy")
+    inputs = inputs or load_inputs(data)
+    x_train, y_train, x_val, x_test = (inputs[k] for k in ("x_train", "y_train", "x_val", "x_test"))
     input_shape, num_classes = tuple(job["input_shape"]), int(job["num_classes"])
     budget = Budget(**job["budget"])
     n = budget.train_subset or len(y_train)
@@ -125,10 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evaluator.worker")
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--wait-for-job", type=float, default=0.0, metavar="SECONDS",
+                        help="warm start: import and load first, then wait this long for job.json")
     args = parser.parse_args(argv)
+    inputs = None
+    if args.wait_for_job > 0:
+        inputs = wait_for_job(args.work, args.data, args.wait_for_job)
+        if inputs is None:
+            os._exit(0)  # abandoned by the host: leave no verdict
     start = time.perf_counter()
     try:
-        result = run_job(args.work, args.data)
+        result = run_job(args.work, args.data, inputs)
     except EvaluationFailed as exc:
         result = {"status": "failed", "reason": exc.reason.value, "detail": exc.detail}
     except MemoryError:

@@ -6,7 +6,6 @@ worker's own verdict file, into a typed result.
 """
 from __future__ import annotations
 
-import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,9 @@ class SandboxJob:
     work_dir: Path          # job.json + program.py in; out/ back
     data_dir: Path          # read-only training data and val/test inputs
     limits: Limits = field(default_factory=Limits)
+    # > 0: a warm start. The worker is launched before job.json exists, imports torch and loads the
+    # data, then waits up to this many seconds for the host to write job.json (see sandbox.warm).
+    wait_for_job_s: float = 0.0
 
 
 @dataclass(kw_only=True)
@@ -48,18 +50,37 @@ class SandboxRun:
     notes: list[str] = field(default_factory=list)
 
 
+class Launched(ABC):
+    """A sandbox that is running the worker. `finish` waits for it (the job's wall-clock limit
+    counts from that call, so a warm worker may wait for its job as long as it was told to)."""
+
+    @abstractmethod
+    def finish(self) -> SandboxRun:
+        """Wait for the worker (killing it at the time limit), collect what happened, clean up."""
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """Still running (a warm worker that gave up waiting for its job is not)."""
+
+    @abstractmethod
+    def cancel(self) -> None:
+        """Kill it and clean up without a result."""
+
+
 class Sandbox(ABC):
     name: str = "abstract"
 
     @abstractmethod
+    def start(self, job: SandboxJob) -> Launched:
+        """Launch the worker on `job` and return at once; never raises for anything the program does."""
+
     def run(self, job: SandboxJob) -> SandboxRun:
-        """Run the worker on `job`; never raises for anything the program does."""
+        """Run the worker on `job` to the end."""
+        return self.start(job).finish()
 
     def check_available(self) -> None:
         """Raise SandboxUnavailable (with the fix in the message) if this backend cannot run here."""
 
-    def worker_argv(self, work_dir: Path | str, data_dir: Path | str, python: str = sys.executable) -> list[str]:
-        return [python, "-m", "evaluator.worker", "--work", str(work_dir), "--data", str(data_dir)]
 
 
 SANDBOXES: dict[str, Callable[..., Sandbox]] = {}

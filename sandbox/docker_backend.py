@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from evaluator.failures import SandboxUnavailable
-from sandbox.base import Sandbox, SandboxJob, SandboxRun, register_sandbox
+from sandbox.base import Launched, Sandbox, SandboxJob, SandboxRun, register_sandbox
 from sandbox.layout import SCRATCH, job_mounts, runtime_mounts, worker_command, worker_env
 from sandbox.output import OUTPUT_TOO_LARGE, OutputPump, OutputTail, inspect_out_dir
 
@@ -66,10 +68,18 @@ class DockerSandbox(Sandbox):
                         f"Docker daemon not reachable at {self._where()}: start it (`dockerd &` / "
                         f"`systemctl start docker`) or use --sandbox process ({type(exc).__name__})") from exc
                 self._client = client
+                reap_orphans(client)
             return self._client
 
     def check_available(self) -> None:
         self.image()
+
+    def daemon_answers(self) -> bool:
+        try:
+            self.client().ping()
+            return True
+        except Exception:  # noqa: BLE001 - any failure means no
+            return False
 
     def image(self) -> str:
         client = self.client()
@@ -96,7 +106,7 @@ class DockerSandbox(Sandbox):
             env.pop("PYTHONPATH")  # the image has the package installed
         import docker.types
         options = dict(
-            command=worker_command(python), environment=env, working_dir=SCRATCH, user=self.config.user,
+            command=worker_command(python, job.wait_for_job_s), environment=env, working_dir=SCRATCH, user=self.config.user,
             volumes={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts},
             network_mode="none", read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"],
             tmpfs={SCRATCH: f"size={self.config.tmpfs_mb}m,mode=1777"},
@@ -107,92 +117,157 @@ class DockerSandbox(Sandbox):
                      docker.types.Ulimit(name="nofile", soft=1024, hard=1024)],
             # the backend counts and caps the attached stream; the daemon's own copy stays at most ~2 MiB
             log_config=docker.types.LogConfig(type="json-file", config={"max-size": "1m", "max-file": "2"}),
-            labels={LABEL: "1", LABEL + ".work": str(job.work_dir)}, detach=True, stdin_open=False, tty=False,
+            # the owner lets a later run remove what a run killed with -9 left behind (reap_orphans)
+            labels={LABEL: "1", LABEL + ".work": str(job.work_dir),
+                    LABEL + ".owner": f"{socket.gethostname()}:{os.getpid()}"},
+            detach=True, stdin_open=False, tty=False,
         )
         if lim.gpu:
             options["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
         return options
 
-    def run(self, job: SandboxJob) -> SandboxRun:
-        """Run the worker; a daemon that stops answering mid-run is SandboxUnavailable (the
-        candidate stays pending in the store, so `ensnas resume` evaluates it once it is back)."""
+    def start(self, job: SandboxJob) -> "_DockerRun":
+        """Create and start the container; a daemon that does not answer is SandboxUnavailable."""
         import docker.errors
-        import requests.exceptions
-        try:
-            return self._run(job)
-        except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
-            if isinstance(exc, docker.errors.APIError) and self._daemon_answers():
+        with _daemon_errors(self):
+            client, image = self.client(), self.image()
+            run = _DockerRun(job=job, sandbox=self)
+            try:
+                run.container = client.containers.create(image, **self.container_options(job))
+                run.container.start()
+                # logs=True replays what was printed before the attach (from the size-capped log file)
+                run.pump = OutputPump(chunks=run.container.attach(stdout=True, stderr=True, stream=True, logs=True,
+                                                                  demux=True), tails=run.tails)
+            except docker.errors.APIError as exc:
+                run.remove()
+                raise SandboxUnavailable(f"Docker could not start the sandbox container: {exc}") from exc
+            except BaseException:
+                run.remove()
                 raise
-            raise SandboxUnavailable(f"the Docker daemon stopped answering during an evaluation ({exc.__class__.__name__})"
-                                     ": start it again (`dockerd &` / `systemctl start docker`) and resume the run, "
-                                     "or use --sandbox process") from exc
+            return run
 
-    def _daemon_answers(self) -> bool:
+
+@contextmanager
+def _daemon_errors(sandbox: DockerSandbox):
+    """A daemon that stops answering mid-run is SandboxUnavailable (the candidate stays pending in
+    the store, so `ensnas resume` evaluates it once the daemon is back)."""
+    import docker.errors
+    import requests.exceptions
+    try:
+        yield
+    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+        if isinstance(exc, docker.errors.APIError) and sandbox.daemon_answers():
+            raise
+        raise SandboxUnavailable(f"the Docker daemon stopped answering during an evaluation ({exc.__class__.__name__})"
+                                 ": start it again (`dockerd &` / `systemctl start docker`) and resume the run, "
+                                 "or use --sandbox process") from exc
+
+
+class _DockerRun(Launched):
+    def __init__(self, *, job: SandboxJob, sandbox: DockerSandbox) -> None:
+        self.job, self.sandbox = job, sandbox
+        self.container = None
+        self.pump: OutputPump | None = None
+        self.notes: list[str] = []
+        self.killed = threading.Event()
+        lim = job.limits
+        # kill from another thread: the reader must keep draining, or the daemon's stdio copy (and so
+        # the container's exit, and so the kill call) would wait on it forever
+        overflow = lambda: threading.Thread(target=self._kill, args=(OUTPUT_TOO_LARGE,), daemon=True).start()  # noqa: E731
+        self.tails = [OutputTail(keep=lim.max_output_bytes, cap=lim.max_log_bytes, on_overflow=overflow)
+                      for _ in range(2)]
+
+    def _kill(self, note: str) -> None:
+        if not self.killed.is_set():
+            self.killed.set()
+            self.notes.append(note)
+            try:
+                self.container.kill()
+            except Exception:  # already gone, or the daemon is slow: remove(force) follows anyway
+                pass
+
+    def alive(self) -> bool:
         try:
-            self.client().ping()
-            return True
-        except Exception:  # noqa: BLE001 - any failure means no
+            self.container.reload()
+            return self.container.status in ("created", "running")
+        except Exception:  # noqa: BLE001 - gone, or the daemon does not answer: not usable either way
             return False
 
-    def _run(self, job: SandboxJob) -> SandboxRun:
+    def remove(self) -> None:
+        if self.container is None:
+            return
         import docker.errors
-        client, image = self.client(), self.image()
-        lim = job.limits
-        start = time.perf_counter()
-        notes: list[str] = []
-        container = None
         try:
-            killed = threading.Event()
-            # kill from another thread: the reader must keep draining, or the daemon's stdio copy (and so
-            # the container's exit, and so the kill call) would wait on it forever
-            overflow = lambda: threading.Thread(target=kill, args=(OUTPUT_TOO_LARGE,), daemon=True).start()  # noqa: E731
-            tails = [OutputTail(keep=lim.max_output_bytes, cap=lim.max_log_bytes, on_overflow=overflow)
-                     for _ in range(2)]
-            try:
-                container = client.containers.create(image, **self.container_options(job))
-                container.start()
-                # logs=True replays what was printed before the attach (from the size-capped log file)
-                pump = OutputPump(chunks=container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True),
-                                  tails=tails)
-            except docker.errors.APIError as exc:
-                raise SandboxUnavailable(f"Docker could not start the sandbox container: {exc}") from exc
+            self.container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except Exception as exc:  # never mask the run's own outcome; leftovers are findable by label
+            log.warning("could not remove sandbox container %s: %s", self.container.id[:12], exc)
+        if self.pump is not None:
+            self.pump.join()
+        self.container = None
 
-            def kill(note: str) -> None:
-                if not killed.is_set():
-                    killed.set()
-                    notes.append(note)
-                    try:
-                        container.kill()
-                    except Exception:  # already gone, or the daemon is slow: remove(force) follows anyway
-                        pass
+    def cancel(self) -> None:
+        self.remove()
 
-            timed_out = False
+    def finish(self) -> SandboxRun:
+        with _daemon_errors(self.sandbox):
             try:
-                status = container.wait(timeout=lim.timeout_s)
-            except Exception:  # requests' ReadTimeout / ConnectionError: the wall clock ran out
-                timed_out = not killed.is_set()
-                kill("timeout")
-                status = container.wait(timeout=60)
-            pump.join()
-            (so, cut_o), (se, cut_e) = (t.result() for t in tails)
-            container.reload()
-            state = container.attrs.get("State", {})
-            exit_code = status.get("StatusCode", state.get("ExitCode"))
-            if exit_code == 128 + 25:  # SIGXFSZ: a file above the size cap
-                notes.append(OUTPUT_TOO_LARGE)
-            notes += inspect_out_dir(job.work_dir / "out", max_file_mb=lim.max_file_mb)
-            return SandboxRun(exit_code=exit_code, wall_seconds=time.perf_counter() - start, timed_out=timed_out,
-                              out_of_memory=bool(state.get("OOMKilled")) or (exit_code == 137 and not killed.is_set()),
-                              output_truncated=cut_o or cut_e or OUTPUT_TOO_LARGE in notes,
-                              stdout_tail=so, stderr_tail=se, notes=notes)
-        finally:
-            if container is not None:
-                try:
-                    container.remove(force=True, v=True)
-                except docker.errors.NotFound:
-                    pass
-                except Exception as exc:  # never mask the run's own outcome; leftovers are findable by label
-                    log.warning("could not remove sandbox container %s: %s", container.id[:12], exc)
+                return self._finish()
+            finally:
+                self.remove()
+
+    def _finish(self) -> SandboxRun:
+        lim, container, notes = self.job.limits, self.container, self.notes
+        start = time.perf_counter()
+        timed_out = False
+        try:
+            status = container.wait(timeout=lim.timeout_s)
+        except Exception:  # requests' ReadTimeout / ConnectionError: the wall clock ran out
+            timed_out = not self.killed.is_set()
+            self._kill("timeout")
+            status = container.wait(timeout=60)
+        self.pump.join()
+        (so, cut_o), (se, cut_e) = (t.result() for t in self.tails)
+        container.reload()
+        state = container.attrs.get("State", {})
+        exit_code = status.get("StatusCode", state.get("ExitCode"))
+        if exit_code == 128 + 25:  # SIGXFSZ: a file above the size cap
+            notes.append(OUTPUT_TOO_LARGE)
+        notes += inspect_out_dir(self.job.work_dir / "out", max_file_mb=lim.max_file_mb)
+        return SandboxRun(exit_code=exit_code, wall_seconds=time.perf_counter() - start, timed_out=timed_out,
+                          out_of_memory=bool(state.get("OOMKilled")) or (exit_code == 137 and not self.killed.is_set()),
+                          output_truncated=cut_o or cut_e or OUTPUT_TOO_LARGE in notes,
+                          stdout_tail=so, stderr_tail=se, notes=notes)
+
+
+def reap_orphans(client) -> list[str]:
+    """Remove sandbox containers whose host process on this machine is gone (killed with -9
+    mid-run, or a warm container it never used); returns their ids."""
+    removed = []
+    host = socket.gethostname()
+    for container in leftover_containers(client):
+        owner_host, _, pid = (container.labels.get(LABEL + ".owner") or "").rpartition(":")
+        if owner_host != host or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        try:
+            container.remove(force=True, v=True)
+            removed.append(container.id)
+        except Exception as exc:  # noqa: BLE001 - best effort: never block a run on cleanup
+            log.warning("could not remove orphaned sandbox container %s: %s", container.id[:12], exc)
+    if removed:
+        log.info("removed %d orphaned sandbox container(s)", len(removed))
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 def leftover_containers(client) -> list:

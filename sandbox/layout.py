@@ -50,8 +50,10 @@ def job_mounts(work_dir: Path, data_dir: Path) -> list[Mount]:
             Mount(str(data_dir), DATA)]
 
 
-def worker_command(python: str = sys.executable) -> list[str]:
-    return [python, "-m", "evaluator.worker", "--work", JOB, "--data", DATA]
+def worker_command(python: str = sys.executable, wait_for_job_s: float = 0.0, *, work: str = JOB,
+                   data: str = DATA) -> list[str]:
+    argv = [python, "-m", "evaluator.worker", "--work", str(work), "--data", str(data)]
+    return argv + (["--wait-for-job", f"{wait_for_job_s:g}"] if wait_for_job_s > 0 else [])
 
 
 def worker_env(threads: int = 1, src: str = SRC) -> dict[str, str]:

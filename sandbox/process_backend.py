@@ -26,12 +26,13 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from evaluator.failures import SandboxUnavailable
-from sandbox.base import SOURCE_ROOT, Sandbox, SandboxJob, SandboxRun, register_sandbox
+from sandbox.base import SOURCE_ROOT, Launched, Sandbox, SandboxJob, SandboxRun, register_sandbox
 from sandbox.layout import job_mounts, runtime_mounts, worker_command, worker_env
 from sandbox.output import OUTPUT_TOO_LARGE, OutputPump, OutputTail, inspect_out_dir, read_fd_chunks
 
 ENTRY = Path(__file__).with_name("process_entry.py")
 SETUP_FAILED = 121
+WARM_UP_CPU_S = 30  # CPU seconds a warm worker may spend before its job (imports, data)
 
 
 class ProcessConfig(BaseModel):
@@ -71,7 +72,7 @@ class ProcessSandbox(Sandbox):
         return self._isolation
 
     def _launch(self, work: Path, data: Path, argv: list[str], fallback_argv: list[str], root: Path, scratch: Path,
-                timeout_s: float, memory_mb: int, max_file_mb: int, pids: int, threads: int = 1, **popen):
+                cpu_budget_s: float, memory_mb: int, max_file_mb: int, pids: int, threads: int = 1, **popen):
         root.mkdir(exist_ok=True)
         read_fd, write_fd = os.pipe()
         mounts = runtime_mounts() + job_mounts(work, data)
@@ -81,8 +82,8 @@ class ProcessSandbox(Sandbox):
                 "argv": argv, "env": worker_env(threads=threads), "fallback_argv": fallback_argv,
                 "fallback_env": fallback_env, "fallback_cwd": str(scratch), "uid": self.config.uid,
                 "tmpfs_mb": self.config.tmpfs_mb, "memory_mb": memory_mb, "max_file_mb": max_file_mb,
-                "cpu_seconds": int(timeout_s * max(1, threads)) + 5, "nproc": _nproc_limit(pids, self.config.uid),
-                "report_fd": write_fd}
+                "cpu_seconds": int(cpu_budget_s * max(1, threads)) + 5, "nproc": _nproc_limit(pids, self.config.uid),
+                "report_fd": write_fd, "host_pid": os.getpid()}
         try:
             proc = subprocess.Popen([sys.executable, "-I", "-S", str(ENTRY), json.dumps(spec)], pass_fds=(write_fd,),
                                     stdin=subprocess.DEVNULL, start_new_session=True, env={}, cwd="/", **popen)
@@ -90,52 +91,80 @@ class ProcessSandbox(Sandbox):
             os.close(write_fd)
         return proc, read_fd
 
-    def run(self, job: SandboxJob) -> SandboxRun:
+    def start(self, job: SandboxJob) -> "_ProcessRun":
         lim = job.limits
         threads = max(1, int(lim.cpus))
-        start = time.perf_counter()
-        notes: list[str] = []
-        with tempfile.TemporaryDirectory(prefix="ensnas-proc-") as tmp:
-            scratch = Path(tmp, "scratch")
+        tmp = tempfile.TemporaryDirectory(prefix="ensnas-proc-")
+        try:
+            scratch = Path(tmp.name, "scratch")
             scratch.mkdir()
             scratch.chmod(0o1777)
             work, data = Path(job.work_dir).resolve(), Path(job.data_dir).resolve()
-            fallback = [sys.executable, "-m", "evaluator.worker", "--work", str(work), "--data", str(data)]
+            fallback = worker_command(sys.executable, job.wait_for_job_s, work=str(work), data=str(data))
             if self.config.require_isolation:
                 self.check_available()
-            proc, report_fd = self._launch(work, data, worker_command(sys.executable), fallback, Path(tmp, "root"),
-                                           scratch, lim.timeout_s, lim.memory_mb, lim.max_file_mb, lim.pids, threads,
+            # a warm worker spends CPU importing torch before its job arrives: allow for it in RLIMIT_CPU
+            cpu_budget = lim.timeout_s + (WARM_UP_CPU_S if job.wait_for_job_s > 0 else 0)
+            proc, report_fd = self._launch(work, data, worker_command(sys.executable, job.wait_for_job_s), fallback,
+                                           Path(tmp.name, "root"), scratch, cpu_budget, lim.memory_mb,
+                                           lim.max_file_mb, lim.pids, threads,
                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            killed = threading.Event()
+        except BaseException:
+            tmp.cleanup()
+            raise
+        return _ProcessRun(job=job, proc=proc, report_fd=report_fd, tmp=tmp)
 
-            def kill(note: str | None = None) -> None:
-                if note and not killed.is_set():
-                    notes.append(note)
-                killed.set()
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # launcher and worker; PDEATHSIG + PID 1 take the rest
-                except ProcessLookupError:
-                    pass
 
-            tails = [OutputTail(keep=lim.max_output_bytes, cap=lim.max_log_bytes, on_overflow=lambda: kill(OUTPUT_TOO_LARGE))
-                     for _ in range(2)]
-            pumps = [OutputPump(chunks=read_fd_chunks(stream), tails=[tail])
-                     for stream, tail in ((proc.stdout, tails[0]), (proc.stderr, tails[1]))]
-            timed_out = False
-            try:
-                proc.wait(timeout=lim.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = not killed.is_set()
-                kill("timeout")
-            finally:
-                kill()  # anything left in the launcher's process group
-                proc.wait()
-            for pump in pumps:
-                pump.join()
-            (so, cut_o), (se, cut_e) = (t.result() for t in tails)
-            proc.stdout.close()
-            proc.stderr.close()
-            report = _read_report(report_fd)
+class _ProcessRun(Launched):
+    def __init__(self, *, job: SandboxJob, proc: subprocess.Popen, report_fd: int,
+                 tmp: tempfile.TemporaryDirectory) -> None:
+        self.job, self.proc, self.report_fd, self.tmp = job, proc, report_fd, tmp
+        self.notes: list[str] = []
+        self.killed = threading.Event()
+        lim = job.limits
+        self.tails = [OutputTail(keep=lim.max_output_bytes, cap=lim.max_log_bytes,
+                                 on_overflow=lambda: self._kill(OUTPUT_TOO_LARGE)) for _ in range(2)]
+        self.pumps = [OutputPump(chunks=read_fd_chunks(stream), tails=[tail])
+                      for stream, tail in ((proc.stdout, self.tails[0]), (proc.stderr, self.tails[1]))]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _kill(self, note: str | None = None) -> None:
+        if note and not self.killed.is_set():
+            self.notes.append(note)
+        self.killed.set()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # launcher and worker; PDEATHSIG + PID 1 take the rest
+        except ProcessLookupError:
+            pass
+
+    def _reap(self) -> dict:
+        self._kill()  # anything left in the launcher's process group
+        self.proc.wait()
+        for pump in self.pumps:
+            pump.join()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        report = _read_report(self.report_fd)
+        self.tmp.cleanup()
+        return report
+
+    def cancel(self) -> None:
+        self._reap()
+
+    def finish(self) -> SandboxRun:
+        lim, proc, notes = self.job.limits, self.proc, self.notes
+        start = time.perf_counter()
+        timed_out = False
+        try:
+            proc.wait(timeout=lim.timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = not self.killed.is_set()
+            self._kill("timeout")
+        finally:
+            report = self._reap()
+        (so, cut_o), (se, cut_e) = (t.result() for t in self.tails)
         code = proc.returncode
         if report.get("setup_failed"):
             raise SandboxUnavailable(f"the process sandbox could not isolate the run: {'; '.join(report['problems'])}")
@@ -145,7 +174,7 @@ class ProcessSandbox(Sandbox):
         if code in (-25, 128 + 25):  # SIGXFSZ: a file above the size cap
             notes.append(OUTPUT_TOO_LARGE)
         cpu_limited = code in (-24, 128 + 24)  # SIGXCPU: the CPU-seconds rlimit
-        notes += inspect_out_dir(work / "out", max_file_mb=lim.max_file_mb)
+        notes += inspect_out_dir(Path(self.job.work_dir).resolve() / "out", max_file_mb=lim.max_file_mb)
         return SandboxRun(exit_code=code, wall_seconds=time.perf_counter() - start, timed_out=timed_out or cpu_limited,
                           out_of_memory=False, output_truncated=cut_o or cut_e or OUTPUT_TOO_LARGE in notes,
                           stdout_tail=so, stderr_tail=se, notes=notes)

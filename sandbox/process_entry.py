@@ -146,6 +146,10 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     report = {"namespaces": [], "filesystem": False, "rlimits": {}, "problems": [], "user_namespace": False}
     report_fd = spec["report_fd"]
+    # die with the host (a warm worker may wait for its job for a long time: never orphan it)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != spec.get("host_pid", os.getppid()):
+        os._exit(SETUP_FAILED)  # the host died before the line above
     namespaces = enter_namespaces(report)
     if namespaces:
         pid = os.fork()  # the child is PID 1 of the new namespace

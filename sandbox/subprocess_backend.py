@@ -10,7 +10,8 @@ import signal
 import subprocess
 import time
 
-from sandbox.base import SOURCE_ROOT, Sandbox, SandboxJob, SandboxRun, register_sandbox, tail
+from sandbox.base import SOURCE_ROOT, Launched, Sandbox, SandboxJob, SandboxRun, register_sandbox, tail
+from sandbox.layout import worker_command
 
 
 @register_sandbox("subprocess")
@@ -18,26 +19,48 @@ class SubprocessSandbox(Sandbox):
     def __init__(self, *, threads: int | None = None) -> None:
         self.threads = threads
 
-    def run(self, job: SandboxJob) -> SandboxRun:
+    def start(self, job: SandboxJob) -> "_SubprocessRun":
         env = dict(os.environ, PYTHONPATH=str(SOURCE_ROOT), PYTHONUNBUFFERED="1")
-        stdout_path, stderr_path = job.work_dir / "stdout.txt", job.work_dir / "stderr.txt"
-        start = time.perf_counter()
-        timed_out = False
-        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-            proc = subprocess.Popen(self.worker_argv(job.work_dir, job.data_dir), stdout=out, stderr=err,
-                                    stdin=subprocess.DEVNULL, cwd=job.work_dir, env=env, start_new_session=True)
-            try:
-                proc.wait(timeout=job.limits.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the worker and anything it spawned
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-        so, cut_out = tail(stdout_path, job.limits.max_output_bytes)
-        se, cut_err = tail(stderr_path, job.limits.max_output_bytes)
-        return SandboxRun(exit_code=proc.returncode, wall_seconds=time.perf_counter() - start, timed_out=timed_out,
-                          out_of_memory=proc.returncode in (-9, 137) and not timed_out,
+        out, err = open(job.work_dir / "stdout.txt", "wb"), open(job.work_dir / "stderr.txt", "wb")
+        try:
+            proc = subprocess.Popen(worker_command(wait_for_job_s=job.wait_for_job_s, work=job.work_dir,
+                                                   data=job.data_dir),
+                                    stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=job.work_dir, env=env,
+                                    start_new_session=True)
+        finally:
+            out.close()
+            err.close()
+        return _SubprocessRun(job=job, proc=proc)
+
+
+class _SubprocessRun(Launched):
+    def __init__(self, *, job: SandboxJob, proc: subprocess.Popen) -> None:
+        self.job, self.proc = job, proc
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the worker and anything it spawned
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+    def cancel(self) -> None:
+        self._kill()
+
+    def finish(self) -> SandboxRun:
+        job, start, timed_out = self.job, time.perf_counter(), False
+        try:
+            self.proc.wait(timeout=job.limits.timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            self._kill()
+        so, cut_out = tail(job.work_dir / "stdout.txt", job.limits.max_output_bytes)
+        se, cut_err = tail(job.work_dir / "stderr.txt", job.limits.max_output_bytes)
+        code = self.proc.returncode
+        return SandboxRun(exit_code=code, wall_seconds=time.perf_counter() - start, timed_out=timed_out,
+                          out_of_memory=code in (-9, 137) and not timed_out,
                           output_truncated=cut_out or cut_err, stdout_tail=so, stderr_tail=se)
