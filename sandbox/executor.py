@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from evaluator.evaluate import Evaluation, Evaluator
-from evaluator.failures import ConfigError, FailureReason, SandboxUnavailable
+from evaluator.failures import FailureReason, SandboxUnavailable
+from evaluator.registry import Registry
 from evaluator.tasks import TaskConfig
 from sandbox.base import Limits
 
@@ -56,23 +57,12 @@ class Executor(ABC):
         """Release what the executor holds (cluster connections)."""
 
 
-EXECUTORS: dict[str, Callable[..., Executor]] = {}
-
-
-def register_executor(name: str):
-    def wrap(factory):
-        EXECUTORS[name] = factory
-        factory.name = name
-        return factory
-    return wrap
+EXECUTORS: Registry[Executor] = Registry("executor", lazy={"ray": "sandbox.ray_executor"})  # ray: the `ray` extra
+register_executor = EXECUTORS.register
 
 
 def make_executor(name: str, **options) -> Executor:
-    if name == "ray" and name not in EXECUTORS:
-        from sandbox import ray_executor  # noqa: F401  (registers "ray"; needs the `ray` extra)
-    if name not in EXECUTORS:
-        raise ConfigError(f"unknown executor {name!r}; known: local, ray")
-    return EXECUTORS[name](**options)
+    return EXECUTORS.make(name, **options)
 
 
 class EvaluatorCache:

@@ -7,14 +7,13 @@ evaluator, store, diff viewer and fine-tuning set serve every proposer.
 """
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from evaluator.failures import ConfigError
+from evaluator.registry import Registry
 from evaluator.tasks import TaskConfig
 
 
@@ -82,7 +81,6 @@ class Proposer(ABC):
         pass
 
 
-PROPOSERS: dict[str, Callable[..., Proposer]] = {}
 # name -> module that registers it, imported on first use so heavy proposers cost nothing until chosen
 LAZY_PROPOSERS: dict[str, str] = {
     "random": "agent.proposers.mutation",
@@ -93,20 +91,9 @@ LAZY_PROPOSERS: dict[str, str] = {
     "edgenes": "agent.proposers.darts.proposer",
     "rachel": "agent.proposers.rachel.proposer",
 }
-
-
-def register_proposer(name: str):
-    def wrap(factory):
-        PROPOSERS[name] = factory
-        factory.name = name
-        return factory
-    return wrap
+PROPOSERS: Registry[Proposer] = Registry("proposer", lazy=LAZY_PROPOSERS)
+register_proposer = PROPOSERS.register
 
 
 def make_proposer(name: str, **options) -> Proposer:
-    if name not in PROPOSERS and name in LAZY_PROPOSERS:
-        importlib.import_module(LAZY_PROPOSERS[name])
-    if name not in PROPOSERS:
-        known = sorted(set(PROPOSERS) | set(LAZY_PROPOSERS))
-        raise ConfigError(f"unknown proposer {name!r}; known: {', '.join(known)}")
-    return PROPOSERS[name](**options)
+    return PROPOSERS.make(name, **options)

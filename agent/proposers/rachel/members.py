@@ -18,6 +18,7 @@ import torch
 from agent.proposers.rachel.mixture import log_probs
 from agent.proposers.rachel.subnetworks import SubnetSpec, build_subnetwork, modality_for
 from evaluator.failures import ConfigError, EvaluationFailed
+from evaluator.registry import Registry
 from evaluator.task_data import materialize
 from evaluator.tasks import TaskConfig
 from evaluator.training import Budget, check_model, predict_probabilities, train_instance
@@ -132,21 +133,12 @@ class SearchResult:
                 "cross_entropy": ensemble_cross_entropy(logits, y_test, self.weights)}
 
 
-# name -> factory(config=..., data=...) with a .run() -> SearchResult; filled by search.py and adanet.py
-STRATEGIES: dict = {}
-
-
-def register_strategy(name: str):
-    def wrap(factory):
-        STRATEGIES[name] = factory
-        return factory
-    return wrap
+# name -> factory(config=..., data=...) with a .run() -> SearchResult; registered by search.py and adanet.py
+STRATEGIES: Registry = Registry("search strategy", lazy={"adanet": "agent.proposers.rachel.adanet",
+                                                           "rachel": "agent.proposers.rachel.search",
+                                                           "random": "agent.proposers.rachel.search"})
+register_strategy = STRATEGIES.register
 
 
 def make_search(name: str, **kwargs):
-    import agent.proposers.rachel.adanet  # noqa: F401  (registers "adanet")
-    import agent.proposers.rachel.search  # noqa: F401  (registers "rachel", "random")
-
-    if name not in STRATEGIES:
-        raise ConfigError(f"unknown search strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}")
-    return STRATEGIES[name](**kwargs)
+    return STRATEGIES.make(name, **kwargs)
