@@ -9,9 +9,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from evaluator.failures import ConfigError
+from evaluator.registry import Registry
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]  # where `evaluator` can be imported from
 
@@ -83,21 +82,12 @@ class Sandbox(ABC):
 
 
 
-SANDBOXES: dict[str, Callable[..., Sandbox]] = {}
-
-
-def register_sandbox(name: str):
-    def wrap(factory):
-        SANDBOXES[name] = factory
-        factory.name = name
-        return factory
-    return wrap
+SANDBOXES: Registry[Sandbox] = Registry("sandbox")
+register_sandbox = SANDBOXES.register
 
 
 def make_sandbox(name: str, **options) -> Sandbox:
-    if name not in SANDBOXES:
-        raise ConfigError(f"unknown sandbox {name!r}; known: {', '.join(sorted(SANDBOXES))}")
-    return SANDBOXES[name](**options)
+    return SANDBOXES.make(name, **options)
 
 
 def tail(path: Path, limit: int) -> tuple[str, bool]:
