@@ -53,12 +53,45 @@ def check_model(model: torch.nn.Module, sample: np.ndarray, num_classes: int, ma
     return params
 
 
+class Adam:
+    """Adam with L2 weight decay, computed exactly as torch.optim.Adam does on CPU (single-tensor
+    path, no amsgrad). Written out because torch.optim's first optimizer imports torch._dynamo,
+    about 1 s of every fresh sandbox worker's fixed cost (benchmarks/sandbox_overhead.py)."""
+
+    def __init__(self, params, *, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.steps = 0
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        beta1, beta2 = self.betas
+        self.steps += 1
+        step_size = self.lr / (1 - beta1 ** self.steps)
+        bias_correction2_sqrt = math.sqrt(1 - beta2 ** self.steps)
+        for p, exp_avg, exp_avg_sq in zip(self.params, self.exp_avg, self.exp_avg_sq):
+            if p.grad is None:
+                continue
+            grad = p.grad if not self.weight_decay else p.grad.add(p, alpha=self.weight_decay)
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
+            p.addcdiv_(exp_avg, denom, value=-step_size)
+
+
 def train_instance(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, budget: Budget, seed: int) -> float:
     """Adam + cross-entropy for the budget; returns training seconds. Raises on NaN loss."""
     if budget.train_subset:
         x, y = x[: budget.train_subset], y[: budget.train_subset]
     generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
+    optimiser = Adam(model.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
     xt, yt = torch.as_tensor(np.ascontiguousarray(x)), torch.as_tensor(np.ascontiguousarray(y))
     steps, start = 0, time.perf_counter()
     model.train()
@@ -79,6 +112,15 @@ def train_instance(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, budget:
             if budget.max_steps and steps >= budget.max_steps:
                 return time.perf_counter() - start
     return time.perf_counter() - start
+
+
+def warm_up() -> None:
+    """Pay first-use costs before a job arrives (a warm worker): the first forward/backward and
+    optimizer step initialise kernels and lazily imported modules."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    x, y = np.zeros((8, 4), np.float32), np.zeros(8, np.int64)
+    train_instance(model, x, y, Budget(epochs=1, batch_size=8), seed=0)
+    predict_probabilities(model, x)
 
 
 def predict_probabilities(model: torch.nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:

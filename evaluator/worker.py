@@ -85,10 +85,9 @@ def load_inputs(data: Path) -> dict[str, np.ndarray]:
 
 
 def wait_for_job(work: Path, data: Path, seconds: float) -> dict[str, np.ndarray] | None:
-    """Warm up (imports, data), then wait for job.json; None if the host never sent one."""
-    import torch  # noqa: F401  (the expensive import, done before the job arrives)
-
-    import evaluator.training  # noqa: F401
+    """Warm up (imports, first optimizer step, data), then wait for job.json; None if the host never sent one."""
+    from evaluator.training import warm_up
+    warm_up()
     inputs = load_inputs(data)
     deadline = time.monotonic() + seconds
     while not (work / "job.json").exists():
