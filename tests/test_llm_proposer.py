@@ -240,3 +240,46 @@ def test_adapter_versions_follow_the_loop(tmp_path):
     fresh = LLMProposer(config={"mode": "delta"})
     fresh.load_state_dict(p.state_dict())
     assert fresh.config.generator.adapter == str(tmp_path / "a3") and fresh.config.generator.adapter_version == 2
+
+
+class GrammarScripted(ScriptedGenerator):
+    """Scripted answers from a backend that says it takes a grammar; records what it was given."""
+
+    @property
+    def accepts_grammar(self) -> bool:
+        return True
+
+    def generate(self, messages, *, n=1, sampling: SamplingConfig | None = None):
+        self.grammars = getattr(self, "grammars", []) + [(sampling or self.config.sampling).grammar]
+        return super().generate(messages, n=n, sampling=sampling)
+
+
+def test_grammar_goes_only_to_backends_that_take_one_and_only_in_delta_mode():
+    from agent.delta_grammar import delta_grammar
+    gen = GrammarScripted([block("HIDDEN = 128", "HIDDEN = 64")])
+    (c,) = LLMProposer(config=LLMProposerConfig(check_build=False), generator=gen).propose(context(), 1)
+    assert gen.grammars == [delta_grammar(PARENT)] and c.meta["constrained"] is True
+    plain = ScriptedGenerator([block("HIDDEN = 128", "HIDDEN = 64")])
+    (c,) = LLMProposer(config=LLMProposerConfig(check_build=False), generator=plain).propose(context(), 1)
+    assert c.meta["constrained"] is False  # a backend without grammar support generates unconstrained
+    for cfg in ({"mode": "full"}, {"constrained": False}):
+        gen = GrammarScripted(["```python\n" + PARENT.replace("128", "64") + "```" if cfg.get("mode") else
+                               block("HIDDEN = 128", "HIDDEN = 64")])
+        LLMProposer(config=LLMProposerConfig(check_build=False, **cfg), generator=gen).propose(context(), 1)
+        assert gen.grammars == [None]
+
+
+@pytest.mark.slow
+def test_default_backend_proposes_under_the_delta_grammar(digits_evaluator):
+    """The default generator (bundled GGUF behind the private llama.cpp server) through the
+    proposer and the sandbox build check: no answer may fail on form."""
+    p = LLMProposer(config=LLMProposerConfig(repair_retries=0, generator=GeneratorConfig(
+        backend="llama_cpp", sampling=SamplingConfig(temperature=0.7, max_new_tokens=256))),
+        evaluator=digits_evaluator)
+    try:
+        candidates = p.propose(context(seed=3), 3)
+    finally:
+        p.generator.close()
+    for c in candidates:
+        assert c.meta["constrained"] is True
+        assert c.failure in (None, "syntax_error", "no_change", "build_failed"), (c.failure, c.meta["raw_outputs"])

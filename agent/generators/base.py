@@ -8,16 +8,16 @@ OpenAI-compatible HTTP endpoint, with timeouts, retries and a hard per-call dead
 """
 from __future__ import annotations
 
-import importlib
 import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from evaluator.failures import ConfigError, EnsnasError
+from evaluator.registry import Registry
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -46,6 +46,8 @@ class SamplingConfig(BaseModel):
     max_new_tokens: int = Field(512, ge=1)
     stop: list[str] = Field(default_factory=list, description="cut the answer at the first of these")
     repetition_penalty: float | None = Field(None, gt=0)
+    grammar: str | None = Field(None, description="GBNF grammar the answer must match; only backends whose "
+                                                 "`accepts_grammar` is true get one (see agent.delta_grammar)")
 
 
 class GeneratorConfig(BaseModel):
@@ -69,6 +71,8 @@ class GeneratorConfig(BaseModel):
     read_timeout_s: float = Field(60.0, gt=0, description="longest silence between bytes")
     deadline_s: float = Field(180.0, gt=0, description="hard limit for one answer, retries included")
     retries: int = Field(2, ge=0)
+    grammar_field: bool = Field(False, description="the server takes llama.cpp's GBNF `grammar` field "
+                                                   "(llama.cpp / llama-cpp-python servers); enables constrained deltas")
     backoff_s: float = Field(0.5, ge=0, description="first retry waits this long, then doubles")
     # vLLM
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
@@ -102,6 +106,11 @@ class Generator(ABC):
         """n independent answers to one conversation (sampling defaults to config.sampling)."""
 
     batched = False     # True when generate_batch is one call (the proposer then batches first answers)
+
+    @property
+    def accepts_grammar(self) -> bool:
+        """Whether `SamplingConfig.grammar` constrains this backend's answers (else it must not be set)."""
+        return False
 
     def generate_batch(self, conversations: list[Messages], *, sampling: SamplingConfig | None = None,
                        seeds: list[int] | None = None) -> list[Generation]:
@@ -153,21 +162,14 @@ def resolve_weights(config: GeneratorConfig) -> tuple[Path, str | None]:
     raise ConfigError(f"model {config.model!r} is neither a checkpoint directory nor a .gguf file")
 
 
-GENERATORS: dict[str, Callable[..., Generator]] = {}
 LAZY_GENERATORS: dict[str, str] = {
     "transformers": "agent.generators.transformers_backend",
     "vllm": "agent.generators.vllm_backend",
     "openai": "agent.generators.openai_backend",
     "llama_cpp": "agent.generators.llama_cpp_backend",
 }
-
-
-def register_generator(name: str):
-    def wrap(factory):
-        GENERATORS[name] = factory
-        factory.name = name
-        return factory
-    return wrap
+GENERATORS: Registry[Generator] = Registry("generator backend", lazy=LAZY_GENERATORS)
+register_generator = GENERATORS.register
 
 
 def make_generator(config: GeneratorConfig | dict | None = None, **options: Any) -> Generator:
@@ -179,8 +181,4 @@ def make_generator(config: GeneratorConfig | dict | None = None, **options: Any)
             config = GeneratorConfig.model_validate(config)
         except ValueError as exc:
             raise ConfigError(f"bad generator config: {exc}") from exc
-    if config.backend not in GENERATORS and config.backend in LAZY_GENERATORS:
-        importlib.import_module(LAZY_GENERATORS[config.backend])
-    if config.backend not in GENERATORS:
-        raise ConfigError(f"unknown generator backend {config.backend!r}; known: {', '.join(sorted(LAZY_GENERATORS))}")
-    return GENERATORS[config.backend](config=config, **options)
+    return GENERATORS.make(config.backend, config=config, **options)

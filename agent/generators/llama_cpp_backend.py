@@ -34,13 +34,17 @@ class LlamaCppGenerator(Generator):
             self._server = start_llama_server(model=Path(directory) / gguf, threads=self.config.threads or 1)
             atexit.register(self.close)
             self._client = make_generator(self.config.model_copy(
-                update={"backend": "openai", "base_url": self._server.base_url, "model": gguf}))
+                update={"backend": "openai", "base_url": self._server.base_url, "model": gguf, "grammar_field": True}))
         return self._client
 
     def generate(self, messages: Messages, *, n: int = 1, sampling: SamplingConfig | None = None) -> list[Generation]:
         if self._adapted is not None:
             return self._adapted.generate(messages, n=n, sampling=sampling)
         return self._client_ready().generate(messages, n=n, sampling=sampling)
+
+    @property
+    def accepts_grammar(self) -> bool:
+        return self._adapted is None  # the transformers fallback (serving an adapter) takes no grammar
 
     def load_adapter(self, path: str | Path, *, version: int) -> None:
         self.config = self.config.model_copy(update={"adapter": str(path), "adapter_version": version})

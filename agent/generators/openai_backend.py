@@ -59,7 +59,16 @@ class OpenAIGenerator(Generator):
             body["top_k"] = s.top_k            # llama.cpp and vLLM accept it; others ignore it
         if s.repetition_penalty:
             body["repeat_penalty"] = s.repetition_penalty
+        if s.grammar:
+            if not self.accepts_grammar:
+                raise ConfigError("a grammar was given but this server is not marked as taking one "
+                                  "(set generator.grammar_field for llama.cpp servers)")
+            body["grammar"] = s.grammar
         return body
+
+    @property
+    def accepts_grammar(self) -> bool:
+        return self.config.grammar_field
 
     def _one(self, messages: Messages, s: SamplingConfig) -> Generation:
         cfg = self.config

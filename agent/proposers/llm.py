@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.delta import EditFailure, apply_output, unified_diff
+from agent.delta_grammar import delta_grammar
 from agent.generators.base import Generation, Generator, GeneratorConfig, GeneratorError, GeneratorTimeout, make_generator
 from agent.proposers.base import Candidate, ProposalContext, Proposer, register_proposer
 from evaluator.failures import ConfigError
@@ -38,6 +39,8 @@ class LLMProposerConfig(BaseModel):
     check_build: bool = Field(True, description="run Evaluator.check on each applied edit (needs an evaluator)")
     prompts_dir: str | None = Field(None, description="directory whose templates override the bundled ones")
     repair_echo_chars: int = Field(4000, ge=0, description="how much of a failed answer is replayed in the repair turn")
+    constrained: bool = Field(True, description="delta mode on a backend that takes a grammar: decode under "
+                                                "agent.delta_grammar, so every answer is one block that applies")
 
 
 def empty_stats() -> dict[str, Any]:
@@ -59,6 +62,7 @@ class LLMProposer(Proposer):
         self.evaluator = evaluator
         self.renderer = PromptRenderer(prompts_dir=self.config.prompts_dir)
         self.stats = empty_stats()
+        self._grammar_for: tuple[str | None, str | None] = (None, None)  # (parent, its delta grammar)
 
     @property
     def generator(self) -> Generator:
@@ -113,7 +117,8 @@ class LLMProposer(Proposer):
              first: Generation | None = None) -> Candidate:
         cfg = self.config
         parent = ctx.incumbent.source
-        base_sampling = self.generator.config.sampling
+        grammar = self._grammar(parent)
+        base_sampling = self.generator.config.sampling.model_copy(update={"grammar": grammar})
         messages = list(prompt)
         attempts: list[dict[str, Any]] = []
         raw: list[str] = []
@@ -150,6 +155,16 @@ class LLMProposer(Proposer):
                                                                     detail=detail[:2000])]
         return self._candidate(ctx, prompt, raw, attempts, failure, detail, source, build_reason, seed)
 
+    def _grammar(self, parent: str) -> str | None:
+        if self.config.mode != "delta" or not self.config.constrained or not self.generator.accepts_grammar:
+            return None
+        if self._grammar_for[0] != parent:
+            try:
+                self._grammar_for = (parent, delta_grammar(parent))
+            except ValueError:  # no unique line to anchor on: generate unconstrained
+                self._grammar_for = (parent, None)
+        return self._grammar_for[1]
+
     def _candidate(self, ctx, prompt, raw, attempts, failure, detail, source, build_reason, seed) -> Candidate:
         parent = ctx.incumbent.source
         tokens = sum(a["tokens"] or 0 for a in attempts)
@@ -157,6 +172,7 @@ class LLMProposer(Proposer):
         self._count(attempts, failure, tokens, seconds)
         meta = {"prompt": prompt, "raw_outputs": raw, "attempts": attempts, "mode": self.config.mode,
                 "tokens": tokens, "seconds": seconds, "seed": seed, "generator": self.generator.describe(),
+                "constrained": self._grammar(parent) is not None,
                 "failure_reasons": [a["failure"] for a in attempts if a["failure"]],
                 "diff": unified_diff(parent, source) if source != parent else ""}
         if build_reason:

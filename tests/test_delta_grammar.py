@@ -1,0 +1,77 @@
+"""Constrained delta decoding (agent.delta_grammar): every anchor the grammar offers really applies,
+and the bundled model decoding under it only produces blocks that apply."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.delta import EditFailure, apply_output
+from agent.delta_grammar import delta_grammar, unique_windows
+from agent.generators.base import GeneratorConfig, SamplingConfig, make_generator
+from evaluator.failures import ConfigError
+
+PROGRAMS = sorted((Path(__file__).parents[1] / "evaluator" / "programs").glob("*.py"))
+FORMAT_FAILURES = {EditFailure.empty, EditFailure.prose_only, EditFailure.unclosed_block, EditFailure.malformed_block,
+                   EditFailure.search_not_found, EditFailure.ambiguous_match}
+
+
+@pytest.mark.parametrize("path", PROGRAMS, ids=lambda p: p.name)
+def test_every_anchor_applies_exactly_once(path):
+    """Brute force over the grammar's SEARCH alternatives: each one, with an edited replacement,
+    goes through the real applier as an exact, unambiguous match at the place it came from."""
+    parent = path.read_text()
+    windows = unique_windows(parent)
+    assert windows, f"{path.name} offers no anchor"
+    for window in windows:
+        edited = window + "  # edited" if window.strip() else window
+        answer = f"<<<<<<< SEARCH\n{window}\n=======\n{edited}\n>>>>>>> REPLACE"
+        result = apply_output(parent, answer, mode="delta")
+        assert result.ok or result.failure == EditFailure.syntax_error, (window, result.failure, result.detail)
+        assert result.fuzzy == ["exact"] or result.failure == EditFailure.syntax_error
+        if result.ok:
+            start = parent.index(window)
+            assert result.source == parent[:start] + edited + parent[start + len(window):]
+
+
+def test_repeated_lines_are_never_anchors():
+    parent = "x = 1\n    )\ny = 2\n    )\nz = 3\n"
+    windows = unique_windows(parent, max_lines=1)
+    assert "    )" not in windows and {"x = 1", "y = 2", "z = 3"} <= set(windows)
+    # a line hiding inside another is not unique either: the applier matches substrings
+    assert "x" not in unique_windows("x\nx = 1\n", max_lines=1)
+    assert unique_windows("a\na\na\n", max_lines=2) == []  # "a\na" starts at two (overlapping) places
+    with pytest.raises(ValueError, match="occurs exactly once"):
+        delta_grammar("a\na\n", max_search_lines=1)
+
+
+def test_a_grammar_is_refused_by_a_server_not_marked_as_taking_one():
+    gen = make_generator(GeneratorConfig(backend="openai", base_url="http://127.0.0.1:9/v1"))
+    assert not gen.accepts_grammar
+    with pytest.raises(ConfigError, match="grammar"):
+        gen._body([{"role": "user", "content": "hi"}], SamplingConfig(grammar='root ::= "a"'))
+    marked = make_generator(GeneratorConfig(backend="openai", base_url="http://127.0.0.1:9/v1", grammar_field=True))
+    assert marked._body([], SamplingConfig(grammar='root ::= "a"'))["grammar"] == 'root ::= "a"'
+
+
+@pytest.mark.slow
+def test_bundled_model_under_the_grammar_only_writes_blocks_that_apply():
+    """The real SmolLM2-135M through the private llama.cpp server: without the grammar most of its
+    answers fail on form (benchmarks/results/generator_validity.json); under it none may."""
+    parent = PROGRAMS[0].read_text()
+    gen = make_generator(GeneratorConfig(backend="llama_cpp"))
+    try:
+        assert gen.accepts_grammar
+        prompt = [{"role": "system", "content": "You edit PyTorch programs with SEARCH/REPLACE blocks."},
+                  {"role": "user", "content": f"Program:\n{parent}\nMake one small change that could improve "
+                                              "accuracy. Answer with one SEARCH/REPLACE block."}]
+        grammar = delta_grammar(parent)
+        for seed in range(4):
+            answer = gen.generate(prompt, sampling=SamplingConfig(max_new_tokens=256, temperature=0.7, seed=seed,
+                                                                  grammar=grammar))[0]
+            result = apply_output(parent, answer.text, mode="delta", truncated=answer.truncated)
+            assert answer.finish_reason == "stop", answer.text
+            assert result.failure not in FORMAT_FAILURES, (result.failure, result.detail, answer.text)
+            assert result.ok or result.failure in (EditFailure.syntax_error, EditFailure.no_change)
+    finally:
+        gen.close()
