@@ -13,9 +13,10 @@ median is reported. "vs subprocess" isolates the cost of the isolation itself fr
 every out-of-process backend pays (a fresh interpreter importing torch, also reported).
 A first, task-free section times each backend's lifecycle around `python -c pass`: the cost of
 the isolation mechanics themselves. "+warm" rows use warm starts (sandbox.warm): the sandbox is
-launched, imports torch and loads the data while the previous candidate trains, so these rows
-time the second of two back-to-back evaluations (the warm-up CPU is not gone, only off the
-critical path: it is the "fresh python+torch" figure, spent on the other core).
+launched, imports torch and loads the data before its candidate exists. "idle" times a candidate
+whose sandbox had time to warm up (the first of a cycle, or after LLM generation); "burst" the
+next one right after it, whose sandbox warmed only during that run (the warm-up CPU is not gone,
+only off the critical path, spent on the other core: about the "fresh python+torch" figure).
 Writes benchmarks/results/sandbox_overhead.json
 (`--tasks ""` re-measures the lifecycle section only and keeps the recorded task runs).
 """
@@ -39,26 +40,42 @@ from evaluator.evaluate import Evaluator  # noqa: E402
 from evaluator.failures import SandboxUnavailable  # noqa: E402
 from evaluator.tasks import get_task  # noqa: E402
 from sandbox import Limits, Sandbox, SandboxJob, SandboxRun, make_sandbox  # noqa: E402
+from sandbox.base import Launched  # noqa: E402
 
 
 class BareSandbox(Sandbox):
     """No isolation at all: the worker's job function in this very process (the reference)."""
     name = "bare"
 
-    def run(self, job: SandboxJob) -> SandboxRun:
+    def start(self, job: SandboxJob) -> Launched:
+        return _BareRun(job)
+
+
+class _BareRun(Launched):
+    def __init__(self, job: SandboxJob) -> None:
+        self.job = job
+
+    def alive(self) -> bool:
+        return False
+
+    def cancel(self) -> None:
+        pass
+
+    def finish(self) -> SandboxRun:
         from evaluator.failures import EvaluationFailed
         from evaluator.worker import run_job
         start = time.perf_counter()
         try:
-            result = run_job(job.work_dir, job.data_dir)
+            result = run_job(self.job.work_dir, self.job.data_dir)
         except EvaluationFailed as exc:
             result = {"status": "failed", "reason": exc.reason.value, "detail": exc.detail}
-        (job.work_dir / "out" / "result.json").write_text(json.dumps(result))
+        (self.job.work_dir / "out" / "result.json").write_text(json.dumps(result))
         return SandboxRun(exit_code=0, wall_seconds=time.perf_counter() - start)
 
 
 def fresh_interpreter_seconds() -> float:
-    """What any out-of-process backend pays before isolation: a new Python importing torch and numpy."""
+    """What any out-of-process backend pays before isolation: a new Python importing torch and numpy
+    (the trainer's own Adam keeps torch._dynamo, another ~1 s, out of it: evaluator.training)."""
     import subprocess
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import numpy, torch"], check=True)
@@ -82,52 +99,65 @@ def bench_task(task_name: str, repeats: int, epochs: int | None, train_subset: i
         except SandboxUnavailable as exc:
             skipped[name] = str(exc)
     evaluators = {name: Evaluator(task=task, sandbox=sb, limits=limits, threads=1) for name, sb in backends.items()}
-    for name, sb in list(backends.items()):
-        if name != "bare":
-            evaluators[f"{name}+warm"] = Evaluator(task=task, sandbox=sb, limits=limits, threads=1, warm_start=1)
-    for name, ev in evaluators.items():  # warm-up: data cache, Docker image, page cache
+    warm = {f"{name}+warm": Evaluator(task=task, sandbox=sb, limits=limits, threads=1, warm_start=1)
+            for name, sb in backends.items() if name != "bare"}
+    for name, ev in {**evaluators, **warm}.items():  # warm-up: data cache, Docker image, page cache
         result = ev.evaluate(source)
         assert result.ok, (name, result.reason, result.detail)
     walls: dict[str, list[float]] = {n: [] for n in evaluators}
+    walls.update({f"{n} {when}": [] for n in warm for when in ("idle", "burst")})
     interpreter: list[float] = []
     accuracy: dict[str, float] = {}
+
+    def timed(label: str, ev: Evaluator) -> None:
+        start = time.perf_counter()
+        result = ev.evaluate(source)
+        walls[label].append(time.perf_counter() - start)
+        assert result.ok, (label, result.reason, result.detail)
+        accuracy[label] = result.statistics.accuracy
+
     for _ in range(repeats):
         interpreter.append(fresh_interpreter_seconds())
         for name, ev in evaluators.items():
-            if ev.warm_pool:
-                # back to back, the timed run's sandbox warmed during the previous run (not while other
-                # backends ran), and its own replacement warms during it: the steady state of a busy loop
-                result = ev.evaluate(source)
-                assert result.ok, (name, result.reason, result.detail)
-            start = time.perf_counter()
-            result = ev.evaluate(source)
-            walls[name].append(time.perf_counter() - start)
-            assert result.ok, (name, result.reason, result.detail)
-            accuracy[name] = result.statistics.accuracy
-    for ev in evaluators.values():
+            timed(name, ev)
+        for name, ev in warm.items():
+            # idle: its sandbox had time to warm up (while the others ran); burst: right after, so its
+            # sandbox was launched when the idle one was taken and warmed during that run (the loop's
+            # steady state: a cycle's candidates evaluated back to back)
+            timed(f"{name} idle", ev)
+            timed(f"{name} burst", ev)
+    for ev in {**evaluators, **warm}.values():
         ev.close()
     bare = statistics.median(walls["bare"])
-    plain = statistics.median(walls["subprocess"]) if "subprocess" in walls else None
     rows = []
     for name, w in walls.items():
         med = statistics.median(w)
         rows.append({"backend": name, "median_s": med, "runs_s": w, "overhead_s": med - bare,
                      "overhead_ratio": (med - bare) / bare,
-                     "isolation_overhead_s": (med - plain) if plain is not None and name != "bare" else None,
+                     # vs the same variant (cold / warm idle / warm burst) of the subprocess backend
+                     "isolation_overhead_s": _vs_subprocess(name, med, walls),
                      "accuracy": accuracy[name]})
     b = task.budget
     print(f"\ntask={task.name} epochs={b.epochs} train_subset={b.train_subset} seed={task.seed_program} instances=2 "
           f"repeats={repeats} threads=1; bare evaluation {bare:.2f} s; fresh python+torch "
           f"{statistics.median(interpreter):.2f} s")
-    print(f"{'backend':<16} {'median s':>9} {'overhead s':>11} {'overhead %':>11} {'vs subprocess s':>16} {'accuracy':>9}")
+    print(f"{'backend':<22} {'median s':>9} {'overhead s':>11} {'overhead %':>11} {'vs subprocess s':>16} {'accuracy':>9}")
     for r in rows:
         iso = f"{r['isolation_overhead_s']:+.2f}" if r["isolation_overhead_s"] is not None else "-"
-        print(f"{r['backend']:<16} {r['median_s']:>9.2f} {r['overhead_s']:>11.2f} {100 * r['overhead_ratio']:>10.1f}% "
+        print(f"{r['backend']:<22} {r['median_s']:>9.2f} {r['overhead_s']:>11.2f} {100 * r['overhead_ratio']:>10.1f}% "
               f"{iso:>16} {r['accuracy']:>9.3f}")
     for name, why in skipped.items():
         print(f"{name:<11} skipped: {why}")
     return {"task": task.name, "epochs": b.epochs, "train_subset": b.train_subset, "seed_program": task.seed_program,
             "instances": 2, "repeats": repeats, "fresh_interpreter_s": interpreter, "rows": rows, "skipped": skipped}
+
+
+def _vs_subprocess(name: str, median: float, walls: dict[str, list[float]]) -> float | None:
+    backend, _, variant = name.partition("+")
+    reference = "subprocess" + ("+" + variant if variant else "")
+    if backend == "bare" or reference not in walls:
+        return None
+    return median - statistics.median(walls[reference])
 
 
 def lifecycle(repeats: int = 7) -> dict:

@@ -117,8 +117,9 @@ def train_instance(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, budget:
 def warm_up() -> None:
     """Pay first-use costs before a job arrives (a warm worker): the first forward/backward and
     optimizer step initialise kernels and lazily imported modules."""
-    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
-    x, y = np.zeros((8, 4), np.float32), np.zeros(8, np.int64)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.BatchNorm2d(2), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(32, 2))
+    x, y = np.zeros((8, 1, 4, 4), np.float32), np.zeros(8, np.int64)
     train_instance(model, x, y, Budget(epochs=1, batch_size=8), seed=0)
     predict_probabilities(model, x)
 
