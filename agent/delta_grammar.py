@@ -11,7 +11,9 @@ Backends that accept a grammar (llama.cpp's server, hence `llama_cpp` and `opena
 """
 from __future__ import annotations
 
+import io
 import re
+import tokenize
 
 
 def _literal(text: str) -> str:
@@ -32,46 +34,97 @@ def _positions(text: str, part: str) -> int:
 _NOT_ANCHORS = re.compile(r"^\s*(\d+\s?[|:]|```|<{5}|={5}|>{5})")  # what the block parser would strip or misread
 
 
+def _unsafe_lines(parent: str) -> set[int]:
+    """0-based lines a line-for-line rewrite cannot reproduce: those that open or close a bracket
+    spanning lines (`return nn.Sequential(` ... `)`) and those inside a multi-line string."""
+    unsafe: set[int] = set()
+    depth_change: dict[int, int] = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(parent).readline):
+            if tok.type == tokenize.OP and tok.string in "([{)]}":
+                row = tok.start[0] - 1
+                depth_change[row] = depth_change.get(row, 0) + (1 if tok.string in "([{" else -1)
+            elif tok.type == tokenize.STRING and tok.end[0] > tok.start[0]:
+                unsafe.update(range(tok.start[0] - 1, tok.end[0]))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return unsafe
+    return unsafe | {row for row, change in depth_change.items() if change}
+
+
 def unique_windows(parent: str, max_lines: int = 3) -> list[str]:
     """Windows of 1..max_lines consecutive parent lines that start at exactly one place in the
-    parent text (the applier matches substrings, so a line must not hide inside another) and
-    have at least one non-blank line."""
+    parent text (the applier matches substrings, so a line must not hide inside another), have
+    at least one non-blank line, and can be rewritten line for line (no multi-line bracket or
+    string edge inside)."""
     lines = parent.splitlines()
+    unsafe = _unsafe_lines(parent)
     found: list[str] = []
     for size in range(1, max_lines + 1):
         for i in range(len(lines) - size + 1):
             window = "\n".join(lines[i:i + size])
             if (window.strip() and not any(_NOT_ANCHORS.match(ln) for ln in lines[i:i + size])
-                    and _positions(parent, window) == 1):
+                    and not unsafe.intersection(range(i, i + size)) and _positions(parent, window) == 1):
                 found.append(window)
     return list(dict.fromkeys(found))
 
 
-def _indent(window: str) -> str:
-    """The indentation of the least indented non-blank line of a window."""
-    lines = [ln for ln in window.splitlines() if ln.strip()]
-    return min((ln[:len(ln) - len(ln.lstrip())] for ln in lines), key=len)
+def _indent(line: str) -> str:
+    return line[:len(line) - len(line.lstrip())]
 
 
-def delta_grammar(parent: str, *, max_search_lines: int = 3, extra_replace_lines: int = 2,
-                  max_line_chars: int = 120) -> str:
-    """The GBNF grammar of one applicable SEARCH/REPLACE block for `parent`: the SEARCH part is a
-    window that occurs once; its REPLACE part has 1..(window lines + extra_replace_lines) lines,
-    each at least as indented as the window (a replacement stays in the scope it edits)."""
+def _is_header(line: str) -> bool:
+    """A line that opens a block (`def ...:`, `for ...:`), judged without its comment."""
+    code = line.split("#", 1)[0].rstrip()
+    return code.endswith(":")
+
+
+# One logical Python line, kept well-formed: brackets balanced (nested two deep), strings closed,
+# no top-level ':' in a statement (a header ends with exactly one), no backticks, an optional
+# trailing comment; lengths are bounded so a runaway line ends instead of eating the token budget.
+_LINE_RULES = r"""
+atom ::= [^ \t()\[\]{}"'`#:\n] | "(" nested ")" | "[" nested "]" | "{" nested "}" | str
+nested ::= ( [^()\[\]{}"'`#\n] | "(" inner ")" | "[" inner "]" | "{" inner "}" | str ){0,60}
+inner ::= ( [^()\[\]{}"'`#\n] | str ){0,40}
+str ::= "\"" [^"\\\n]{0,60} "\"" | "'" [^'\\\n]{0,60} "'"
+expr ::= atom ( atom | [ \t] ){0,80}
+comment ::= ( [ \t]* "#" [^\n]{0,60} )?
+stmt ::= expr comment "\n"
+header ::= expr ":" comment "\n"
+header-rest ::= ( [ \t] expr )? ":" comment "\n"
+""".strip()
+
+
+def delta_grammar(parent: str, *, max_search_lines: int = 3, extra_replace_lines: int = 2) -> str:
+    """The GBNF grammar of one applicable, well-formed SEARCH/REPLACE block for `parent`.
+
+    SEARCH is a window that occurs once. REPLACE rewrites it line for line: each line keeps its
+    line's indentation and kind (a block header keeps its keyword and ends in ':', `def`/`class`
+    lines stay as they are, a statement stays a statement, a blank line stays blank), then up to `extra_replace_lines` more statements at the
+    last line's indentation (none after a header). So the block structure, and with it Python's
+    indentation rules, cannot break; brackets and strings are balanced within each line."""
     windows = unique_windows(parent, max_search_lines)
     if not windows:
         raise ValueError("the parent has no line that occurs exactly once: nothing to anchor an edit on")
     rules = ['root ::= "<<<<<<< SEARCH\\n" (\n      ' + "\n    | ".join(f"b{i}" for i in range(len(windows)))
              + '\n) ">>>>>>> REPLACE"']
-    indents: dict[str, str] = {}
     for i, window in enumerate(windows):
-        indent = _indent(window)
-        name = indents.setdefault(indent, f"line{len(indents)}")
-        most = len(window.splitlines()) + extra_replace_lines
-        rules.append(f'b{i} ::= {_literal(window + chr(10))} "=======\\n" {name}{{1,{most}}}')
-    for indent, name in indents.items():
-        # an empty line, or the scope's indentation then a line not starting with '>' (no Python line does)
-        body = f'[^>\\n\\t ] [^\\n]{{0,{max_line_chars - len(indent) - 1}}}'
-        rules.append(f'{name} ::= ( {_literal(indent)} [ \\t]* {body} )? "\\n"' if indent else
-                     f'{name} ::= ( [ \\t]* {body} )? "\\n"')
-    return "\n".join(rules) + "\n"
+        parts = []
+        for line in window.splitlines():
+            if not line.strip():
+                parts.append('"\\n"')
+            elif line.lstrip().startswith(("def ", "class ", "async def ")):
+                parts.append(_literal(line + "\n"))  # the contract's names (build_model) stay as they are
+            else:
+                indent = _literal(_indent(line)) + " " if _indent(line) else ""
+                if _is_header(line):  # keeps its keyword: a `for` stays a loop, an `if` a branch
+                    keyword = line.split()[0].rstrip(":")
+                    parts.append(f'{indent}{_literal(keyword)} header-rest' if keyword.isidentifier() else
+                                 f"{indent}header")
+                else:
+                    parts.append(f"{indent}stmt")
+        last = [ln for ln in window.splitlines() if ln.strip()][-1]
+        if extra_replace_lines and not _is_header(last):
+            indent = _literal(_indent(last)) + " " if _indent(last) else ""
+            parts.append(f"( {indent}stmt ){{0,{extra_replace_lines}}}")
+        rules.append(f'b{i} ::= {_literal(window + chr(10))} "=======\\n" ' + " ".join(parts))
+    return "\n".join(rules) + "\n" + _LINE_RULES + "\n"

@@ -22,6 +22,8 @@ A short backend comparison (transformers vs llama.cpp server, same prompt, same 
 is printed first unless --skip-backend-compare.
 
     .venv/bin/python benchmarks/generator_validity.py            # N=50 per mode, K=1 repair turn
+    .venv/bin/python benchmarks/generator_validity.py --modes delta-constrained --skip-backend-compare \
+        --name generator_validity_constrained                    # delta under the GBNF grammar
 """
 from __future__ import annotations
 
@@ -92,9 +94,13 @@ def backend_compare(prompt: list[dict], tokens: int, reps: int, base_url: str) -
 
 
 def run_mode(mode: str, args, evaluator: Evaluator, base_url: str, task) -> dict:
-    max_tokens = args.delta_tokens if mode == "delta" else args.full_tokens
-    cfg = LLMProposerConfig(mode=mode, repair_retries=args.repairs, check_build=True, prompts_dir=args.prompts_dir,
+    """mode: delta, full, or delta-constrained (delta decoded under agent.delta_grammar)."""
+    constrained = mode == "delta-constrained"
+    max_tokens = args.full_tokens if mode == "full" else args.delta_tokens
+    cfg = LLMProposerConfig(mode="full" if mode == "full" else "delta", constrained=constrained,
+                            repair_retries=args.repairs, check_build=True, prompts_dir=args.prompts_dir,
                             generator={"backend": "openai", "base_url": base_url, "deadline_s": 240,
+                                       "grammar_field": constrained,
                                        "sampling": {"temperature": args.temperature, "max_new_tokens": max_tokens}})
     proposer = LLMProposer(config=cfg, evaluator=evaluator)
     ctx = ProposalContext(task=task, incumbent=ProgramRecord(id=1, source=task.seed_source(), status="accepted"),
@@ -207,7 +213,8 @@ def main() -> int:
     ap.add_argument("--skip-backend-compare", action="store_true")
     ap.add_argument("--name", default="generator_validity")
     ap.add_argument("--prompts-dir", default=None, help="templates overriding prompts/templates (prompt variants)")
-    ap.add_argument("--modes", default="delta,full", help="comma-separated subset of delta,full")
+    ap.add_argument("--modes", default="delta,full",
+                    help="comma-separated subset of delta,full,delta-constrained (the grammar of agent.delta_grammar)")
     ap.add_argument("--reanalyze", type=Path, help="recompute fits/verdict of an existing results JSON and exit")
     args = ap.parse_args()
     if args.reanalyze:

@@ -282,4 +282,6 @@ def test_default_backend_proposes_under_the_delta_grammar(digits_evaluator):
         p.generator.close()
     for c in candidates:
         assert c.meta["constrained"] is True
-        assert c.failure in (None, "syntax_error", "no_change", "build_failed"), (c.failure, c.meta["raw_outputs"])
+        # too_long: cut off at max tokens mid-line, which no grammar can prevent; never a failure of form
+        assert c.failure in (None, "syntax_error", "no_change", "build_failed", "too_long"), \
+            (c.failure, c.meta["raw_outputs"])
