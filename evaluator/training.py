@@ -124,7 +124,9 @@ def warm_up() -> None:
     predict_probabilities(model, x)
 
 
-def predict_probabilities(model: torch.nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def predict_probabilities(model: torch.nn.Module, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    # 128, not 1024: a CNN's activations for 1024 images overflow the caches; on one CPU thread the
+    # fashion-mnist seed predicts 5000 images in 0.5 s at 128 and 1.3-1.5 s at 1024
     model.eval()
     out = []
     with torch.no_grad():

@@ -26,6 +26,7 @@ import numpy as np
 from evaluator.failures import EvaluationFailed, FailureReason
 
 PROGRAM_NAME = "program.py"
+PARENT_AT_START = os.getppid()  # a warm worker whose parent changes was orphaned (its host killed with -9)
 
 
 def load_program(source: str) -> types.ModuleType:
@@ -91,7 +92,7 @@ def wait_for_job(work: Path, data: Path, seconds: float) -> dict[str, np.ndarray
     inputs = load_inputs(data)
     deadline = time.monotonic() + seconds
     while not (work / "job.json").exists():
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or os.getppid() != PARENT_AT_START:  # abandoned, or the host died
             return None
         time.sleep(0.005)
     return inputs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,3 +167,33 @@ def test_containers_of_a_killed_host_process_are_reaped(docker_sandbox, tmp_path
                 container.remove(force=True)
             except Exception:
                 pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["subprocess", "process"])
+def test_warm_sandboxes_die_with_a_host_killed_with_minus_nine(backend, tmp_path, cache_dir):
+    """A host killed with -9 never calls close(): its warm workers must notice and go."""
+    import signal
+    import subprocess
+    import sys
+    code = ("import sys, time\n"
+            "from evaluator.evaluate import Evaluator\nfrom evaluator.tasks import get_task\n"
+            "from sandbox import Limits, make_sandbox\n"
+            f"ev = Evaluator(task=get_task('digits'), sandbox=make_sandbox({backend!r}), limits=Limits(timeout_s=60),"
+            f" cache_dir={str(cache_dir)!r}, work_root={str(tmp_path)!r}, warm_start=2)\n"
+            "ev.prewarm()\n"
+            "for slot in list(ev.warm_pool._slots):\n    slot.result()\n"
+            "print('warm', flush=True)\ntime.sleep(600)\n")
+    host = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[1])
+    try:
+        assert host.stdout.readline().strip() == "warm"
+        time.sleep(3)  # mid warm-up or already waiting: either way
+        assert _processes_with(str(tmp_path)), "no warm sandbox to test"
+    finally:
+        host.send_signal(signal.SIGKILL)
+        host.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and _processes_with(str(tmp_path)):
+        time.sleep(0.2)
+    assert not _processes_with(str(tmp_path)), "a warm sandbox outlived its killed host"
