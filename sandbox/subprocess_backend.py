@@ -11,7 +11,7 @@ import subprocess
 import time
 
 from sandbox.base import SOURCE_ROOT, Launched, Sandbox, SandboxJob, SandboxRun, register_sandbox, tail
-from sandbox.layout import worker_command
+from sandbox.layout import MALLOC_ENV, worker_command
 
 
 @register_sandbox("subprocess")
@@ -20,7 +20,7 @@ class SubprocessSandbox(Sandbox):
         self.threads = threads
 
     def start(self, job: SandboxJob) -> "_SubprocessRun":
-        env = dict(os.environ, PYTHONPATH=str(SOURCE_ROOT), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONPATH=str(SOURCE_ROOT), PYTHONUNBUFFERED="1", **MALLOC_ENV)
         out, err = open(job.work_dir / "stdout.txt", "wb"), open(job.work_dir / "stderr.txt", "wb")
         try:
             proc = subprocess.Popen(worker_command(wait_for_job_s=job.wait_for_job_s, work=job.work_dir,
