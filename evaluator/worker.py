@@ -85,14 +85,14 @@ def load_inputs(data: Path) -> dict[str, np.ndarray]:
             "x_val": np.load(data / "x_val.npy"), "x_test": np.load(data / "x_test.npy")}
 
 
-def wait_for_job(work: Path, data: Path, seconds: float) -> dict[str, np.ndarray] | None:
+def wait_for_job(work: Path, data: Path, seconds: float, parent: int | None = None) -> dict[str, np.ndarray] | None:
     """Warm up (imports, first optimizer step, data), then wait for job.json; None if the host never sent one."""
     from evaluator.training import warm_up
     warm_up()
     inputs = load_inputs(data)
-    deadline = time.monotonic() + seconds
+    deadline, parent = time.monotonic() + seconds, parent or PARENT_AT_START
     while not (work / "job.json").exists():
-        if time.monotonic() > deadline or os.getppid() != PARENT_AT_START:  # abandoned, or the host died
+        if time.monotonic() > deadline or os.getppid() != parent:  # abandoned, or the host died (kill -9)
             return None
         time.sleep(0.005)
     return inputs
@@ -149,10 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--wait-for-job", type=float, default=0.0, metavar="SECONDS",
                         help="warm start: import and load first, then wait this long for job.json")
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="with --wait-for-job: give up when the parent is no longer this process")
     args = parser.parse_args(argv)
     inputs = None
     if args.wait_for_job > 0:
-        inputs = wait_for_job(args.work, args.data, args.wait_for_job)
+        inputs = wait_for_job(args.work, args.data, args.wait_for_job, args.parent_pid)
         if inputs is None:
             os._exit(0)  # abandoned by the host: leave no verdict
     start = time.perf_counter()

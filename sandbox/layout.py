@@ -51,9 +51,12 @@ def job_mounts(work_dir: Path, data_dir: Path) -> list[Mount]:
 
 
 def worker_command(python: str = sys.executable, wait_for_job_s: float = 0.0, *, work: str = JOB,
-                   data: str = DATA) -> list[str]:
+                   data: str = DATA, parent_pid: int | None = None) -> list[str]:
+    """parent_pid: the worker's parent when it is the host (no launcher between them)."""
     argv = [python, "-m", "evaluator.worker", "--work", str(work), "--data", str(data)]
-    return argv + (["--wait-for-job", f"{wait_for_job_s:g}"] if wait_for_job_s > 0 else [])
+    if wait_for_job_s > 0:
+        argv += ["--wait-for-job", f"{wait_for_job_s:g}"] + (["--parent-pid", str(parent_pid)] if parent_pid else [])
+    return argv
 
 
 # glibc hands big blocks back to the kernel on free and maps them again on the next batch, so a

@@ -100,7 +100,8 @@ class ProcessSandbox(Sandbox):
             scratch.mkdir()
             scratch.chmod(0o1777)
             work, data = Path(job.work_dir).resolve(), Path(job.data_dir).resolve()
-            fallback = worker_command(sys.executable, job.wait_for_job_s, work=str(work), data=str(data))
+            fallback = worker_command(sys.executable, job.wait_for_job_s, work=str(work), data=str(data),
+                                      parent_pid=os.getpid())  # without namespaces the host is its parent
             if self.config.require_isolation:
                 self.check_available()
             # a warm worker spends CPU importing torch before its job arrives: allow for it in RLIMIT_CPU

@@ -23,8 +23,9 @@ class SubprocessSandbox(Sandbox):
         env = dict(os.environ, PYTHONPATH=str(SOURCE_ROOT), PYTHONUNBUFFERED="1", **MALLOC_ENV)
         out, err = open(job.work_dir / "stdout.txt", "wb"), open(job.work_dir / "stderr.txt", "wb")
         try:
+            # the parent pid closes the race of a host killed before the worker looked at its parent
             proc = subprocess.Popen(worker_command(wait_for_job_s=job.wait_for_job_s, work=job.work_dir,
-                                                   data=job.data_dir),
+                                                   data=job.data_dir, parent_pid=os.getpid()),
                                     stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=job.work_dir, env=env,
                                     start_new_session=True)
         finally:

@@ -105,6 +105,13 @@ def _signature(run_dir: Path) -> list[tuple]:
 
 
 @pytest.mark.slow
+def _cmdline(proc_dir: Path) -> bytes:
+    try:
+        return (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
 def test_kill_minus_nine_then_resume_loses_and_repeats_nothing(tmp_path, fast_task, cache_dir):
     """Kill the real CLI process at random moments, resume each time; the finished run must equal an
     uninterrupted one (same candidates, same decisions), with every evaluation committed exactly once."""
@@ -118,7 +125,7 @@ def test_kill_minus_nine_then_resume_loses_and_repeats_nothing(tmp_path, fast_ta
     killed = tmp_path / "killed"
     rng = random.Random(0)
     cmd = base + ["run", "--run-dir", str(killed)] + common
-    kills = 0
+    kills, killed_pids = 0, []
     for attempt in range(10):  # eight kills at random moments (start-up included), then let it finish
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 start_new_session=True)
@@ -128,6 +135,7 @@ def test_kill_minus_nine_then_resume_loses_and_repeats_nothing(tmp_path, fast_ta
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             kills += 1
+            killed_pids.append(proc.pid)
             cmd = base + ["resume", str(killed), "--quiet"]
             continue
         assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
@@ -140,3 +148,12 @@ def test_kill_minus_nine_then_resume_loses_and_repeats_nothing(tmp_path, fast_ta
     assert all(r.evaluations <= 1 for r in store.candidates())
     assert all(r.evaluations == 1 for r in store.candidates(status=("accepted", "rejected", "seed")))
     assert store.get_state("final_report") is not None
+    # the killed runs' warm sandboxes (own sessions, so killpg missed them) noticed and went
+    orphans = [f"--parent-pid {pid} ".encode() for pid in killed_pids]
+    deadline = time.time() + 15
+    while True:
+        left = [p for p in Path("/proc").glob("[0-9]*") if any(o in _cmdline(p) for o in orphans)]
+        if not left or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert not left, "warm sandboxes outlived the run killed with -9"

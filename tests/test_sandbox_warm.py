@@ -170,9 +170,11 @@ def test_containers_of_a_killed_host_process_are_reaped(docker_sandbox, tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("when", ["waiting", "launching"])
 @pytest.mark.parametrize("backend", ["subprocess", "process"])
-def test_warm_sandboxes_die_with_a_host_killed_with_minus_nine(backend, tmp_path, cache_dir):
-    """A host killed with -9 never calls close(): its warm workers must notice and go."""
+def test_warm_sandboxes_die_with_a_host_killed_with_minus_nine(backend, when, tmp_path, cache_dir):
+    """A host killed with -9 never calls close(): its warm workers must notice and go, also when
+    the kill lands while they are still starting (before they could look at their parent)."""
     import signal
     import subprocess
     import sys
@@ -182,14 +184,16 @@ def test_warm_sandboxes_die_with_a_host_killed_with_minus_nine(backend, tmp_path
             f"ev = Evaluator(task=get_task('digits'), sandbox=make_sandbox({backend!r}), limits=Limits(timeout_s=60),"
             f" cache_dir={str(cache_dir)!r}, work_root={str(tmp_path)!r}, warm_start=2)\n"
             "ev.prewarm()\n"
-            "for slot in list(ev.warm_pool._slots):\n    slot.result()\n"
-            "print('warm', flush=True)\ntime.sleep(600)\n")
+            + ("for slot in list(ev.warm_pool._slots):\n    slot.result()\n" if when == "waiting" else
+               "time.sleep(0.3)\n")  # the launcher thread is starting the sandboxes right now
+            + "print('warm', flush=True)\ntime.sleep(600)\n")
     host = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                             cwd=Path(__file__).parents[1])
     try:
         assert host.stdout.readline().strip() == "warm"
-        time.sleep(3)  # mid warm-up or already waiting: either way
-        assert _processes_with(str(tmp_path)), "no warm sandbox to test"
+        if when == "waiting":
+            time.sleep(3)
+            assert _processes_with(str(tmp_path)), "no warm sandbox to test"
     finally:
         host.send_signal(signal.SIGKILL)
         host.wait()
