@@ -135,8 +135,13 @@ def _norm(line: str) -> str:
     return " ".join(line.split())
 
 
-def _indent(line: str) -> str:
+def indentation(line: str) -> str:
     return line[: len(line) - len(line.lstrip())]
+
+
+def parser_reads_specially(line: str) -> bool:
+    """A line the block parser would take for a marker, a fence or a copied line number."""
+    return any(p.match(line) for p in (_SEARCH, _DIVIDER, _REPLACE, _FENCE, _LINE_NO))
 
 
 def apply_block(source: str, block: Block, *, threshold: float = 0.85) -> tuple[str, str]:
@@ -180,7 +185,7 @@ def apply_block(source: str, block: Block, *, threshold: float = 0.85) -> tuple[
                         f"{rivals[0] + 1} (similarity {best:.2f}); include more context")
         windows, how = [start], f"similar:{best:.2f}"
     start = windows[0]
-    shift_from, shift_to = _indent(want[0]), _indent(lines[start])
+    shift_from, shift_to = indentation(want[0]), indentation(lines[start])
     new = [_reindent(r, shift_from, shift_to) for r in block.replace.splitlines()]
     out = lines[:start] + new + lines[start + size:]
     return "\n".join(out) + ("\n" if source.endswith("\n") else ""), how

@@ -12,8 +12,9 @@ Backends that accept a grammar (llama.cpp's server, hence `llama_cpp` and `opena
 from __future__ import annotations
 
 import io
-import re
 import tokenize
+
+from agent.delta import indentation, parser_reads_specially
 
 
 def _literal(text: str) -> str:
@@ -31,7 +32,6 @@ def _positions(text: str, part: str) -> int:
     return count
 
 
-_NOT_ANCHORS = re.compile(r"^\s*(\d+\s?[|:]|```|<{5}|={5}|>{5})")  # what the block parser would strip or misread
 
 
 def _unsafe_lines(parent: str) -> set[int]:
@@ -62,14 +62,10 @@ def unique_windows(parent: str, max_lines: int = 3) -> list[str]:
     for size in range(1, max_lines + 1):
         for i in range(len(lines) - size + 1):
             window = "\n".join(lines[i:i + size])
-            if (window.strip() and not any(_NOT_ANCHORS.match(ln) for ln in lines[i:i + size])
+            if (window.strip() and not any(map(parser_reads_specially, lines[i:i + size]))
                     and not unsafe.intersection(range(i, i + size)) and _positions(parent, window) == 1):
                 found.append(window)
     return list(dict.fromkeys(found))
-
-
-def _indent(line: str) -> str:
-    return line[:len(line) - len(line.lstrip())]
 
 
 def _is_header(line: str) -> bool:
@@ -115,7 +111,7 @@ def delta_grammar(parent: str, *, max_search_lines: int = 3, extra_replace_lines
             elif line.lstrip().startswith(("def ", "class ", "async def ")):
                 parts.append(_literal(line + "\n"))  # the contract's names (build_model) stay as they are
             else:
-                indent = _literal(_indent(line)) + " " if _indent(line) else ""
+                indent = _literal(indentation(line)) + " " if indentation(line) else ""
                 if _is_header(line):  # keeps its keyword: a `for` stays a loop, an `if` a branch
                     keyword = line.split()[0].rstrip(":")
                     parts.append(f'{indent}{_literal(keyword)} header-rest' if keyword.isidentifier() else
@@ -124,7 +120,7 @@ def delta_grammar(parent: str, *, max_search_lines: int = 3, extra_replace_lines
                     parts.append(f"{indent}stmt")
         last = [ln for ln in window.splitlines() if ln.strip()][-1]
         if extra_replace_lines and not _is_header(last):
-            indent = _literal(_indent(last)) + " " if _indent(last) else ""
+            indent = _literal(indentation(last)) + " " if indentation(last) else ""
             parts.append(f"( {indent}stmt ){{0,{extra_replace_lines}}}")
         rules.append(f'b{i} ::= {_literal(window + chr(10))} "=======\\n" ' + " ".join(parts))
     return "\n".join(rules) + "\n" + _LINE_RULES + "\n"

@@ -41,10 +41,11 @@ def test_line_for_line_rewrites_keep_the_program_parsing(name):
     every anchor the program must still parse: the block structure cannot break."""
     import ast
 
-    from agent.delta_grammar import _indent, _is_header
+    from agent.delta import indentation
+    from agent.delta_grammar import _is_header
     parent = (PROGRAMS[0].parent / name).read_text()
     for window in unique_windows(parent):
-        rewritten = "\n".join("" if not ln.strip() else (ln if _is_header(ln) else _indent(ln) + "pass")
+        rewritten = "\n".join("" if not ln.strip() else (ln if _is_header(ln) else indentation(ln) + "pass")
                                for ln in window.splitlines())
         answer = f"<<<<<<< SEARCH\n{window}\n=======\n{rewritten}\n>>>>>>> REPLACE"
         result = apply_output(parent, answer, mode="delta")
