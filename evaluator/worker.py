@@ -26,7 +26,6 @@ import numpy as np
 from evaluator.failures import EvaluationFailed, FailureReason
 
 PROGRAM_NAME = "program.py"
-PARENT_AT_START = os.getppid()  # a warm worker whose parent changes was orphaned (its host killed with -9)
 
 
 def load_program(source: str) -> types.ModuleType:
@@ -90,9 +89,11 @@ def wait_for_job(work: Path, data: Path, seconds: float, parent: int | None = No
     from evaluator.training import warm_up
     warm_up()
     inputs = load_inputs(data)
-    deadline, parent = time.monotonic() + seconds, parent or PARENT_AT_START
+    deadline = time.monotonic() + seconds
     while not (work / "job.json").exists():
-        if time.monotonic() > deadline or os.getppid() != parent:  # abandoned, or the host died (kill -9)
+        # abandoned, or the host that launched it directly died (kill -9); inside a PID namespace or a
+        # container the worker is PID 1 and goes with its launcher or container instead
+        if time.monotonic() > deadline or (parent is not None and os.getppid() != parent):
             return None
         time.sleep(0.005)
     return inputs
