@@ -134,7 +134,6 @@ ML_AGE_BINS = [18, 25, 35, 45, 50, 56]
 
 def _recbole_frames(root: Path):
     """RecBole atomic files `<name>.inter/.user/.item` in `root`, with ':type' suffixes stripped."""
-    pd = _pandas()
     inter = sorted(root.glob("*.inter"))
     if not inter:
         raise ConfigError(f"{root} has no *.inter file; expected RecBole atomic files (ml-100k layout)")

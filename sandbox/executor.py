@@ -16,7 +16,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from evaluator.evaluate import Evaluation, Evaluator
 from evaluator.failures import FailureReason, SandboxUnavailable

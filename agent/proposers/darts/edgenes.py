@@ -30,7 +30,7 @@ from agent.proposers.darts.data import SearchArrays, batches
 from agent.proposers.darts.genotype import Genotype, GenotypeError, shared_edges
 from agent.proposers.darts.network import STEPS
 from agent.proposers.darts.ops import PRIMITIVES
-from agent.proposers.darts.search_space import CELL_TYPES, EDGES, NONE_INDEX, NUM_EDGES, NUM_OPS, SuperNet
+from agent.proposers.darts.search_space import CELL_TYPES, EDGES, NONE_INDEX, SuperNet
 
 
 class Hypernetwork(nn.Module):

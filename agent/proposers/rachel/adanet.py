@@ -20,8 +20,9 @@ import time
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.proposers.rachel.members import Member, SearchData, SearchResult, register_strategy, try_train
-from agent.proposers.rachel.mixture import MixtureConfig, fit_mixture
+from agent.proposers.rachel.members import (Member, SearchData, SearchResult, fit_members, register_strategy,
+                                             try_train)
+from agent.proposers.rachel.mixture import MixtureConfig
 from agent.proposers.rachel.subnetworks import BLOCK_TYPES, Layer, SubnetSpec
 from evaluator.tasks import ProxyBudget
 from evaluator.training import Budget
@@ -68,8 +69,7 @@ class AdaNetSearch:
 
     def regularised_objective(self, members: list[Member]) -> float:
         penalty = np.array([complexity(m.spec, self.config) for m in members])
-        return fit_mixture(np.stack([m.val_logits for m in members]), self.data.y_val,
-                           config=self.config.mixture, penalty=penalty).loss
+        return fit_members(members, self.data.y_val, config=self.config.mixture, penalty=penalty)[1]
 
     def step(self) -> dict:
         start = time.perf_counter()
@@ -101,13 +101,8 @@ class AdaNetSearch:
         return record
 
     def result(self) -> SearchResult:
-        if self.members:
-            penalty = np.array([complexity(m.spec, self.config) for m in self.members])
-            fit = fit_mixture(np.stack([m.val_logits for m in self.members]), self.data.y_val,
-                              config=self.config.mixture, penalty=penalty)
-            weights, objective = fit.weights, fit.loss
-        else:
-            weights, objective = np.zeros(0), float("nan")
+        penalty = np.array([complexity(m.spec, self.config) for m in self.members])
+        weights, objective = fit_members(self.members, self.data.y_val, config=self.config.mixture, penalty=penalty)
         return SearchResult(strategy="adanet", members=list(self.members), weights=weights,
                             val_objective=objective, history=self.history, trained_candidates=self.trained,
                             failed_candidates=self.failed, trained_params=self.trained_params,

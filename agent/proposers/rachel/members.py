@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agent.proposers.rachel.mixture import log_probs
+from agent.proposers.rachel.mixture import MixtureConfig, fit_mixture, log_probs
 from agent.proposers.rachel.subnetworks import SubnetSpec, build_subnetwork, modality_for
 from evaluator.failures import ConfigError, EvaluationFailed
 from evaluator.registry import Registry
@@ -99,6 +99,15 @@ def try_train(spec: SubnetSpec, data: SearchData, **kwargs) -> Member | Evaluati
         return train_member(spec, data, **kwargs)
     except EvaluationFailed as exc:
         return exc
+
+
+def fit_members(members: list[Member], y_val: np.ndarray, *, config: MixtureConfig,
+                penalty: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """The members' softmax mixture fitted on validation: (weights, objective); no members: (none, nan)."""
+    if not members:
+        return np.zeros(0), float("nan")
+    fit = fit_mixture(np.stack([m.val_logits for m in members]), y_val, config=config, penalty=penalty)
+    return fit.weights, fit.loss
 
 
 @dataclass(kw_only=True)

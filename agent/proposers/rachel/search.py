@@ -21,7 +21,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.proposers.rachel.controller import ActorCriticController, ControllerConfig, Rollout
-from agent.proposers.rachel.members import (Member, SearchData, SearchResult, register_strategy, try_train)
+from agent.proposers.rachel.members import (Member, SearchData, SearchResult, fit_members, register_strategy,
+                                             try_train)
 from agent.proposers.rachel.mixture import MixtureConfig, fit_mixture, safety_net_fires
 from agent.proposers.rachel.subnetworks import SubnetSpec, decode_layer
 from evaluator.tasks import ProxyBudget
@@ -184,12 +185,7 @@ class RachelSearch:
 
     # ---------------------------------------------------------------- whole search
     def result(self) -> SearchResult:
-        if not self.members:
-            weights, objective = np.zeros(0), float("nan")
-        else:
-            fit = fit_mixture(np.stack([m.val_logits for m in self.members]), self.data.y_val,
-                              config=self.config.mixture)
-            weights, objective = fit.weights, fit.loss
+        weights, objective = fit_members(self.members, self.data.y_val, config=self.config.mixture)
         return SearchResult(strategy="rachel" if self.config.controller_kind == "actor_critic" else "random",
                             members=list(self.members), weights=weights, val_objective=objective,
                             history=self.history, trained_candidates=self.trained, failed_candidates=self.failed,
