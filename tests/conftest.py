@@ -33,6 +33,17 @@ def digits_evaluator(digits_task, cache_dir):
                      cache_dir=cache_dir)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny ops (LSTM controllers, small subnetworks): intra-op threads only add contention
+    (30x slower on a loaded 2-core box). Use with pytestmark = pytest.mark.usefixtures(...)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def program(name: str) -> str:
     return (PROGRAMS / name).read_text()
 

@@ -12,13 +12,7 @@ from agent.proposers.rachel.search import RandomController
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny LSTM ops: intra-op threads only add contention (30x slower on a loaded 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = ControllerConfig(width_min=16, width_max=23, hidden=16, embed=8, critic_hidden=16, seed=0)

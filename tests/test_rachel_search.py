@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from agent.proposers.base import ProgramRecord, ProposalContext, make_proposer
 from agent.proposers.rachel.adanet import AdaNetConfig, AdaNetSearch, complexity
@@ -24,12 +23,7 @@ TINY = RachelConfig(iterations=2, candidates=2, budget=TINY_BUDGET,
                     controller=ControllerConfig(width_min=8, width_max=16, max_new_layers=2))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ from evaluator.training import check_model
 from evaluator.worker import load_program
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 IMAGE = SubnetSpec("image", (Layer("conv", 16), Layer("residual", 24), Layer("conv", 20)))
