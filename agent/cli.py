@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 
+from agent.safe_text import SafeFormatter, safe_text
 from evaluator.failures import EnsnasError, EvaluationFailed
 
 COMMANDS = ["run", "inspect", "export", "evaluate", "compare"]  # module names under agent.commands, in help order
@@ -25,14 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter("%(message)s"))  # log lines echo candidate and model text
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     try:
         return int(args.handler(args) or 0)
     except EvaluationFailed as exc:
-        print(f"ensnas: evaluation failed [{exc.reason.value}]: {exc.detail}", file=sys.stderr)
+        print(safe_text(f"ensnas: evaluation failed [{exc.reason.value}]: {exc.detail}"), file=sys.stderr)
         return 1
     except EnsnasError as exc:
-        print(f"ensnas: {exc}", file=sys.stderr)
+        print(safe_text(f"ensnas: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ensnas: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from agent.delta import unified_diff
+from agent.safe_text import safe_line, safe_text
 from agent.store import RunStore
 from evaluator.statistics import predicted_from_dict
 
@@ -39,19 +40,19 @@ def counts_line(store: RunStore) -> str:
     counts = Counter(r.status for r in store.candidates())
     cycles = [c for c in store.cycles() if c["status"] == "done"]
     inc = store.get_state("incumbent")
-    parts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    parts = ", ".join(f"{v} {safe_line(k)}" for k, v in sorted(counts.items()))
     return f"{len(cycles)} cycles done; candidates: {parts}; incumbent #{inc}"
 
 
 def status(args) -> int:
     store = RunStore(Path(args.run_dir))
     config = store.get_meta("config") or {}
-    print(f"run {args.run_dir}: task {config.get('task')}, {config.get('cycles')} cycles, "
-          f"proposers {', '.join(p['name'] for p in config.get('proposers', []))}")
+    print(safe_line(f"run {args.run_dir}: task {config.get('task')}, {config.get('cycles')} cycles, "
+                    f"proposers {', '.join(p['name'] for p in config.get('proposers', []))}"))
     print(counts_line(store))
     reasons = Counter(r.reason for r in store.candidates(status=("failed", "filtered", "proposal_failed")))
     if reasons:
-        print("failures: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
+        print("failures: " + ", ".join(f"{safe_line(k)} {v}" for k, v in reasons.most_common()))
     rows = store.candidates()
     for c in store.cycles():
         mine = [r for r in rows if r.cycle == c["cycle"]]
@@ -87,19 +88,20 @@ def show(args) -> int:
     if args.candidate is None:
         print(f"{'id':>4} {'cycle':>5} {'proposer':<10} {'parent':>6} {'status':<16} {'E_ens(M)':>8}  reason")
         for r in store.candidates():
-            reason = (r.reason or "")[:70]
-            print(f"{r.id:>4} {r.cycle:>5} {r.proposer:<10} {str(r.parent_id or ''):>6} {r.status:<16} "
+            reason = safe_line(r.reason or "", limit=70)
+            print(f"{r.id:>4} {r.cycle:>5} {safe_line(r.proposer):<10} {str(r.parent_id or ''):>6} {r.status:<16} "
                   f"{_pred(r.statistics, members):>8}  {reason}")
         return 0
     r = store.candidate(args.candidate)
     if args.json:
         print(json.dumps(r.__dict__, indent=2, default=str))
         return 0
-    print(f"candidate #{r.id}: cycle {r.cycle}, proposer {r.proposer}, parent #{r.parent_id}, status {r.status}")
+    print(f"candidate #{r.id}: cycle {r.cycle}, proposer {safe_line(r.proposer)}, parent #{r.parent_id}, "
+          f"status {r.status}")
     if r.reason:
-        print(f"reason: {r.reason}")
+        print(f"reason: {safe_text(r.reason)}")
     if r.detail:
-        print(f"detail: {r.detail}")
+        print(f"detail: {safe_text(r.detail)}")
     if r.statistics:
         s = r.statistics
         print(f"E_a {s['member_error']:.4f}  D̂ {s['diversity']:.4f}  ρ {s['correlation']:.3f}  "
@@ -108,11 +110,13 @@ def show(args) -> int:
         print(f"decision vs #{r.decision.get('baseline')}: Δ {r.decision['delta']:+.5f}, threshold "
               f"{r.decision['threshold']:+.5f}, bound [{r.decision['lower_bound']:+.5f}, {r.decision['upper_bound']:+.5f}]")
     print("--- source ---")
-    print(r.source or "(none)")
+    print(safe_text(r.source) if r.source else "(none)")
     return 0
 
 
 def colour(diff_text: str, enabled: bool) -> str:
+    """The diff made safe (it shows candidate source), then coloured with our own ANSI codes."""
+    diff_text = safe_text(diff_text)
     if not enabled:
         return diff_text
     out = []
@@ -165,11 +169,12 @@ def lineage(args) -> int:
         mark = " ★" if r.id == incumbent else ""
         if r.status == "seed":
             return f"#{r.id} seed  E_ens(M={members}) {_pred(r.statistics, members)}{mark}"
+        reason = safe_line(r.reason or "")
         d = r.decision or {}
-        gain = f"gain {d['predicted_improvement']:+.4f} [{d['lower_bound']:+.4f}, {d['upper_bound']:+.4f}]" if d else r.reason
+        gain = f"gain {d['predicted_improvement']:+.4f} [{d['lower_bound']:+.4f}, {d['upper_bound']:+.4f}]" if d else reason
         edited = f" (edited #{r.parent_id})" if d and r.parent_id != d.get("baseline") else ""
         score = f"  E_ens {_pred(r.statistics, members)}" if r.statistics else ""
-        return f"#{r.id} {r.proposer} {r.status} cycle {r.cycle}  {gain}{score}{edited}{mark}"
+        return f"#{r.id} {safe_line(r.proposer)} {r.status} cycle {r.cycle}  {gain}{score}{edited}{mark}"
 
     def walk(node: int, prefix: str, last: bool, root: bool = False) -> None:
         print(("" if root else prefix + ("└─ " if last else "├─ ")) + label(rows[node]))
