@@ -209,7 +209,7 @@ class SearchLoop:
         self.store.record_evaluation(
             cand_id, ok=result.ok, reason=result.reason.value if result.reason else None, detail=result.detail,
             statistics=result.statistics.as_dict() if result.statistics else None, param_count=result.param_count,
-            seconds=result.wall_seconds, val=result.val_probs, test=result.test_probs)
+            seconds=result.wall_seconds, val=result.val_probs, test=result.test_probs, latency=result.latency_ms)
         self._time("store", time.perf_counter() - start)
         self._time("sandbox", result.sandbox_seconds - sum(result.train_seconds))
         self._time("training", sum(result.train_seconds))

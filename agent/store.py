@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -38,7 +39,18 @@ CREATE TABLE IF NOT EXISTS adapters(
     version INTEGER PRIMARY KEY, cycle INTEGER UNIQUE, path TEXT, examples INTEGER,
     seconds REAL, metrics TEXT, created REAL);
 CREATE TABLE IF NOT EXISTS state(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+""" + """
+CREATE TABLE IF NOT EXISTS archive(
+    island INTEGER NOT NULL, candidate_id INTEGER NOT NULL, entered_cycle INTEGER NOT NULL, origin TEXT NOT NULL,
+    left_cycle INTEGER, left_reason TEXT, PRIMARY KEY (island, candidate_id, entered_cycle));
+CREATE TABLE IF NOT EXISTS bandit(
+    cycle INTEGER NOT NULL, arm TEXT NOT NULL, allocated INTEGER NOT NULL, pulls REAL, reward REAL,
+    PRIMARY KEY (cycle, arm));
 """
+# Columns added after the first release: opening an older run adds them (ALTER TABLE ... ADD COLUMN).
+# candidates.latency: evaluator.latency's {"batch_1_ms", "batch_256_ms"} (JSON); island: the archive the
+# candidate competes in; arm: the bandit arm that proposed it (proposer, or "llm:<operator>").
+ADDED_COLUMNS = {"candidates": [("latency", "TEXT"), ("island", "INTEGER"), ("arm", "TEXT")]}
 
 # pending: waiting for the sandbox; evaluated: scored, waiting for the gate; then one of
 # accepted / rejected / failed (typed reason) / filtered (pre-filter) / proposal_failed.
@@ -68,6 +80,9 @@ class CandidateRow:
     evaluated: float | None
     eval_seconds: float | None
     evaluations: int
+    latency: dict | None = None
+    island: int | None = None
+    arm: str | None = None
 
 
 def _loads(value: str | None) -> Any:
@@ -93,11 +108,14 @@ class RunStore:
             self.db.execute("PRAGMA synchronous=NORMAL")
             if create:
                 self.db.executescript(SCHEMA)
+                self._add_columns()
                 with self.transaction():
                     self.db.execute("INSERT OR IGNORE INTO meta VALUES('format', ?)", (FORMAT,))
                     self.db.execute("INSERT OR IGNORE INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
                     self.db.execute("INSERT OR IGNORE INTO meta VALUES('created', ?)", (str(time.time()),))
             self._check_format()
+            if not create:
+                self._upgrade()
         except sqlite3.DatabaseError as exc:
             raise RunDirError(f"{db} is corrupt or not an ensnas database: {exc}") from exc
 
@@ -110,6 +128,26 @@ class RunStore:
             raise RunDirError(f"{self.dir}: database is not an ensnas run (format {rows.get('format')!r})")
         if int(rows.get("schema", 0)) > SCHEMA_VERSION:
             raise RunDirError(f"{self.dir}: written by a newer ensnas (schema {rows['schema']}); upgrade to read it")
+
+    def _add_columns(self) -> None:
+        for table, columns in ADDED_COLUMNS.items():
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns:
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+    def _upgrade(self) -> None:
+        """Bring a run written by an older ensnas up to this schema (new tables and columns only)."""
+        have = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing_columns = any(name not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+                              for table, columns in ADDED_COLUMNS.items() for name, _ in columns)
+        if set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA)) <= have and not missing_columns:
+            return  # nothing to write: read-only views never take the write lock
+        with self.transaction():
+            for stmt in SCHEMA.split(";"):
+                if stmt.strip():
+                    self.db.execute(stmt)
+            self._add_columns()
 
     # -- transactions -----------------------------------------------------------------
     class _Tx:
@@ -162,16 +200,18 @@ class RunStore:
     # -- candidates -------------------------------------------------------------------
     def insert_candidate(self, db: sqlite3.Connection, *, cycle: int, proposer: str, parent_id: int | None,
                          source: str | None, diff: str | None, status: str, reason: str | None = None,
-                         detail: str | None = None, meta: dict | None = None) -> int:
+                         detail: str | None = None, meta: dict | None = None, island: int | None = None,
+                         arm: str | None = None) -> int:
         cur = db.execute(
-            "INSERT INTO candidates(cycle, proposer, parent_id, source, diff, status, reason, detail, meta, created)"
-            " VALUES(?,?,?,?,?,?,?,?,?,?)",
-            (cycle, proposer, parent_id, source, diff, status, reason, detail, json.dumps(meta or {}), time.time()))
+            "INSERT INTO candidates(cycle, proposer, parent_id, source, diff, status, reason, detail, meta, created,"
+            " island, arm) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+            (cycle, proposer, parent_id, source, diff, status, reason, detail, json.dumps(meta or {}), time.time(),
+             island, arm))
         return int(cur.lastrowid)
 
     def record_evaluation(self, cand_id: int, *, ok: bool, reason: str | None, detail: str, statistics: dict | None,
                           param_count: int | None, seconds: float, val: np.ndarray | None,
-                          test: np.ndarray | None) -> None:
+                          test: np.ndarray | None, latency: dict | None = None) -> None:
         """Store one finished evaluation: artifact first (atomic rename), then the row, in one commit."""
         if ok:
             self.save_predictions(cand_id, val, test)
@@ -180,9 +220,9 @@ class RunStore:
             if status is None or status[0] != "pending":
                 return  # already recorded (a retried job finishing twice counts once)
             db.execute("UPDATE candidates SET status = ?, reason = ?, detail = ?, statistics = ?, param_count = ?,"
-                       " evaluated = ?, eval_seconds = ?, evaluations = evaluations + 1 WHERE id = ?",
+                       " evaluated = ?, eval_seconds = ?, evaluations = evaluations + 1, latency = ? WHERE id = ?",
                        ("evaluated" if ok else "failed", reason, detail, json.dumps(statistics) if statistics else None,
-                        param_count, time.time(), seconds, cand_id))
+                        param_count, time.time(), seconds, json.dumps(latency) if latency else None, cand_id))
 
     def save_predictions(self, cand_id: int, val: np.ndarray, test: np.ndarray) -> Path:
         path = self.artifacts / f"{cand_id}.npz"
@@ -206,10 +246,11 @@ class RunStore:
                    ("accepted" if accepted else "rejected", json.dumps(decision), decision.get("reason"), cand_id))
 
     def candidate(self, cand_id: int) -> CandidateRow:
-        row = self.db.execute("SELECT * FROM candidates WHERE id = ?", (cand_id,)).fetchone()
+        cur = self.db.execute("SELECT * FROM candidates WHERE id = ?", (cand_id,))
+        row = cur.fetchone()
         if row is None:
             raise RunDirError(f"no candidate {cand_id} in {self.dir}")
-        return self._row(row)
+        return self._row(row, [d[0] for d in cur.description])
 
     def candidates(self, *, cycle: int | None = None, status: str | tuple[str, ...] | None = None,
                    order: str = "id") -> list[CandidateRow]:
@@ -222,14 +263,20 @@ class RunStore:
             sql += f" AND status IN ({','.join('?' * len(statuses))})"
             args.extend(statuses)
         sql += " ORDER BY " + {"id": "id", "recent": "id DESC"}[order]
-        return [self._row(r) for r in self.db.execute(sql, args).fetchall()]
+        cur = self.db.execute(sql, args)
+        names = [d[0] for d in cur.description]
+        return [self._row(r, names) for r in cur.fetchall()]
 
     @staticmethod
-    def _row(r: tuple) -> CandidateRow:
-        return CandidateRow(id=r[0], cycle=r[1], proposer=r[2], parent_id=r[3], source=r[4], diff=r[5], status=r[6],
-                            reason=r[7], detail=r[8], statistics=_loads(r[9]), decision=_loads(r[10]),
-                            param_count=r[11], meta=_loads(r[12]) or {}, created=r[13], evaluated=r[14],
-                            eval_seconds=r[15], evaluations=r[16])
+    def _row(r: tuple, names: list[str]) -> CandidateRow:
+        """By column name: a run upgraded with ALTER TABLE has its added columns in another order."""
+        v = dict(zip(names, r))
+        return CandidateRow(id=v["id"], cycle=v["cycle"], proposer=v["proposer"], parent_id=v["parent_id"],
+                            source=v["source"], diff=v["diff"], status=v["status"], reason=v["reason"],
+                            detail=v["detail"], statistics=_loads(v["statistics"]), decision=_loads(v["decision"]),
+                            param_count=v["param_count"], meta=_loads(v["meta"]) or {}, created=v["created"],
+                            evaluated=v["evaluated"], eval_seconds=v["eval_seconds"], evaluations=v["evaluations"],
+                            latency=_loads(v.get("latency")), island=v.get("island"), arm=v.get("arm"))
 
     # -- cycles -----------------------------------------------------------------------
     def cycle_status(self, cycle: int) -> str | None:
@@ -246,3 +293,46 @@ class RunStore:
         return [dict(version=r[0], cycle=r[1], path=r[2], examples=r[3], seconds=r[4], metrics=_loads(r[5]))
                 for r in self.db.execute("SELECT version, cycle, path, examples, seconds, metrics FROM adapters"
                                          " ORDER BY version")]
+
+    # -- the population: island archives (membership over time) and the bandit's allocations --------
+    def archive_enter(self, db: sqlite3.Connection, *, island: int, candidate_id: int, cycle: int, origin: str) -> None:
+        """origin: "seed", "entered" (its own evaluation) or "migrated" (copied from island (island - 1) mod k)."""
+        db.execute("INSERT OR IGNORE INTO archive(island, candidate_id, entered_cycle, origin) VALUES(?,?,?,?)",
+                   (island, candidate_id, cycle, origin))
+
+    def archive_leave(self, db: sqlite3.Connection, *, island: int, candidate_id: int, cycle: int, reason: str) -> None:
+        """reason: "dominated by #<id>" or "pruned" (over capacity, most crowded)."""
+        db.execute("UPDATE archive SET left_cycle = ?, left_reason = ? WHERE island = ? AND candidate_id = ?"
+                   " AND left_cycle IS NULL", (cycle, reason, island, candidate_id))
+
+    def archive(self, *, island: int | None = None, at_cycle: int | None = None) -> list[dict]:
+        """Archive membership rows; with at_cycle, the members present at the end of that cycle,
+        otherwise the current members. Ordered by island, then candidate id."""
+        sql, args = "SELECT island, candidate_id, entered_cycle, origin, left_cycle, left_reason FROM archive WHERE", []
+        if at_cycle is None:
+            sql += " left_cycle IS NULL"
+        else:
+            sql += " entered_cycle <= ? AND (left_cycle IS NULL OR left_cycle > ?)"
+            args += [at_cycle, at_cycle]
+        if island is not None:
+            sql += " AND island = ?"
+            args.append(island)
+        return [dict(island=r[0], candidate_id=r[1], entered_cycle=r[2], origin=r[3], left_cycle=r[4], left_reason=r[5])
+                for r in self.db.execute(sql + " ORDER BY island, candidate_id", args)]
+
+    def archive_history(self) -> list[dict]:
+        return [dict(island=r[0], candidate_id=r[1], entered_cycle=r[2], origin=r[3], left_cycle=r[4], left_reason=r[5])
+                for r in self.db.execute("SELECT island, candidate_id, entered_cycle, origin, left_cycle, left_reason"
+                                         " FROM archive ORDER BY entered_cycle, island, candidate_id")]
+
+    def record_allocation(self, db: sqlite3.Connection, *, cycle: int, allocation: dict[str, int],
+                          state: dict[str, dict[str, float]]) -> None:
+        """The bandit's split of one cycle's budget, with each arm's pulls and summed reward before it."""
+        for arm, n in allocation.items():
+            st = state.get(arm, {})
+            db.execute("INSERT OR REPLACE INTO bandit(cycle, arm, allocated, pulls, reward) VALUES(?,?,?,?,?)",
+                       (cycle, arm, int(n), st.get("pulls"), st.get("reward")))
+
+    def allocations(self) -> list[dict]:
+        return [dict(cycle=r[0], arm=r[1], allocated=r[2], pulls=r[3], reward=r[4])
+                for r in self.db.execute("SELECT cycle, arm, allocated, pulls, reward FROM bandit ORDER BY cycle, rowid")]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluator.failures import EvaluationFailed, FailureReason
+from evaluator.latency import valid_latency
 from evaluator.statistics import EnsembleStatistics, compute_statistics, validate_probabilities
 from evaluator.task_data import TaskData, materialize
 from evaluator.tasks import TaskConfig
@@ -37,11 +38,12 @@ class Evaluation:
     seeds: list[int] = field(default_factory=list)
     stderr_tail: str = ""
     feature_fraction: float = 1.0  # as the worker applied it (FEATURE_FRACTION)
+    latency_ms: dict[str, float] | None = None  # evaluator.latency: {"batch_1_ms", "batch_256_ms"} of one instance
 
     def summary(self) -> dict:
         base = {"ok": self.ok, "reason": self.reason.value if self.reason else None, "detail": self.detail,
                 "param_count": self.param_count, "train_seconds": self.train_seconds,
-                "wall_seconds": self.wall_seconds, "seeds": self.seeds}
+                "wall_seconds": self.wall_seconds, "seeds": self.seeds, "latency_ms": self.latency_ms}
         if self.statistics:
             base["statistics"] = self.statistics.as_dict()
         return base
@@ -181,7 +183,7 @@ class Evaluator:
                           statistics=compute_statistics(val, self.data.y_val),
                           train_seconds=[float(s) for s in result.get("train_seconds", [])],
                           feature_fraction=float(result.get("feature_fraction", 1.0)),
-                          stderr_tail=run.stderr_tail)
+                          latency_ms=valid_latency(result.get("latency_ms")), stderr_tail=run.stderr_tail)
 
     @staticmethod
     def _load_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:

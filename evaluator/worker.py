@@ -102,6 +102,7 @@ def wait_for_job(work: Path, data: Path, seconds: float, parent: int | None = No
 def run_job(work: Path, data: Path, inputs: dict[str, np.ndarray] | None = None) -> dict:
     import torch
 
+    from evaluator.latency import measure_latency
     from evaluator.training import Budget, check_model, predict_probabilities, train_instance
 
     job = json.loads((work / "job.json").read_text())
@@ -138,10 +139,12 @@ def run_job(work: Path, data: Path, inputs: dict[str, np.ndarray] | None = None)
             torch.save(model.state_dict(), work / "out" / f"weights_{seed}.pt")
         val.append(predict_probabilities(model, view(x_val)))
         test.append(predict_probabilities(model, view(x_test)))
+    latency = measure_latency(model, view(x_val)) if job.get("latency", True) else None  # the last instance
     out = work / "out"
     out.mkdir(exist_ok=True)
     np.savez(out / "predictions.npz", val=np.stack(val), test=np.stack(test))
-    return {"status": "ok", "param_count": params, "train_seconds": seconds, "feature_fraction": fraction}
+    return {"status": "ok", "param_count": params, "train_seconds": seconds, "feature_fraction": fraction,
+            "latency_ms": latency}
 
 
 def main(argv: list[str] | None = None) -> int:
