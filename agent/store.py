@@ -85,45 +85,164 @@ class CandidateRow:
     arm: str | None = None
 
 
+def check_run_dir(run_dir: Path, *, create: bool) -> None:
+    """Refuse a directory that is not a run (to resume or read), or that holds something else (to
+    create a run in), before anything is written to it."""
+    run_dir = Path(run_dir)
+    db = run_dir / DB_NAME
+    if create:
+        if run_dir.exists() and not db.exists() and any(p.name != "run.lock" for p in run_dir.iterdir()):
+            raise RunDirError(f"{run_dir} exists and is not an ensnas run directory; choose another --run-dir")
+    elif not db.exists():
+        what = "does not exist" if not run_dir.exists() else f"has no {DB_NAME}"
+        raise RunDirError(f"{run_dir} is not an ensnas run directory ({what})")
+
+
+def _mapped(exc: sqlite3.DatabaseError, path: Path) -> RunDirError:
+    """One typed error, with the path and what to do, for whatever SQLite raised at any query."""
+    text = str(exc)
+    if "unable to open" in text:
+        fix = "check that the path exists and is readable"
+    elif "no such table" in text or "no such column" in text:
+        fix = "the run was written by an older ensnas; `ensnas resume` it once to upgrade it"
+    elif "locked" in text or "busy" in text:
+        fix = "another process holds it for too long; retry, or stop the other process"
+    elif "disk is full" in text or "disk I/O" in text:
+        fix = "free disk space (or check the device), then `ensnas resume` the run"
+    elif "readonly" in text or "read-only" in text:
+        fix = "the file or its directory is not writable; fix the permissions"
+    else:
+        fix = ("the file is corrupt or not an ensnas database: restore run.sqlite from a copy, or start a new "
+               "run (artifacts/ and export/ are separate files)")
+    return RunDirError(f"{path}: {text}; {fix}")
+
+
+class _Cursor:
+    """A cursor whose every fetch maps SQLite errors to RunDirError (corruption is often only
+    found while stepping through rows, not at execute time)."""
+
+    def __init__(self, cursor: sqlite3.Cursor, path: Path) -> None:
+        self._cursor, self._path = cursor, path
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except sqlite3.DatabaseError as exc:
+            raise _mapped(exc, self._path) from exc
+
+    def fetchone(self):
+        return self._call(self._cursor.fetchone)
+
+    def fetchall(self):
+        return self._call(self._cursor.fetchall)
+
+    def __iter__(self):
+        return iter(self.fetchall())
+
+    @property
+    def description(self):
+        return self._cursor.description
+
+    @property
+    def lastrowid(self):
+        return self._cursor.lastrowid
+
+    @property
+    def rowcount(self):
+        return self._cursor.rowcount
+
+
+class _Connection:
+    """The store's SQLite connection: the same calls, every error a RunDirError naming the file."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db, self.path = db, path
+
+    def execute(self, sql: str, args=()) -> _Cursor:
+        try:
+            return _Cursor(self._db.execute(sql, args), self.path)
+        except sqlite3.DatabaseError as exc:
+            raise _mapped(exc, self.path) from exc
+
+    def executemany(self, sql: str, rows) -> _Cursor:
+        try:
+            return _Cursor(self._db.executemany(sql, rows), self.path)
+        except sqlite3.DatabaseError as exc:
+            raise _mapped(exc, self.path) from exc
+
+    def executescript(self, script: str) -> None:
+        try:
+            self._db.executescript(script)
+        except sqlite3.DatabaseError as exc:
+            raise _mapped(exc, self.path) from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+
 def _loads(value: str | None) -> Any:
     return json.loads(value) if value else None
 
 
 class RunStore:
-    def __init__(self, run_dir: Path, *, create: bool = False) -> None:
+    """``read_only=True`` (the inspect commands): opened with SQLite's read-only mode, so nothing
+    in the directory is created or changed, and it works while a run writes (WAL readers)."""
+
+    def __init__(self, run_dir: Path, *, create: bool = False, read_only: bool = False) -> None:
         self.dir = Path(run_dir)
         self.artifacts = self.dir / "artifacts"
-        db = self.dir / DB_NAME
+        self.path = db = self.dir / DB_NAME
+        self.read_only = read_only and not create
+        self._reader = None
+        check_run_dir(self.dir, create=create)
         if create:
-            if self.dir.exists() and any(self.dir.iterdir()) and not db.exists():
-                raise RunDirError(f"{self.dir} exists and is not an ensnas run directory; choose another --run-dir")
             self.artifacts.mkdir(parents=True, exist_ok=True)
-        elif not db.exists():
-            what = "does not exist" if not self.dir.exists() else f"has no {DB_NAME}"
-            raise RunDirError(f"{self.dir} is not an ensnas run directory ({what})")
+        elif db.stat().st_size == 0:
+            raise RunDirError(f"{db} is empty (the run was killed before its first commit, or the file was "
+                              f"truncated); start a new run")
         self._lock = threading.RLock()
         try:
-            self.db = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            if self.read_only:
+                self.db = _Connection(self._connect_read_only(db), db)
+            else:
+                self.db = _Connection(sqlite3.connect(db, isolation_level=None, check_same_thread=False,
+                                                      timeout=30), db)
             if create:
+                self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.executescript(SCHEMA)
                 self._add_columns()
                 with self.transaction():
                     self.db.execute("INSERT OR IGNORE INTO meta VALUES('format', ?)", (FORMAT,))
                     self.db.execute("INSERT OR IGNORE INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
                     self.db.execute("INSERT OR IGNORE INTO meta VALUES('created', ?)", (str(time.time()),))
-            self._check_format()
-            if not create:
-                self._upgrade()
-        except sqlite3.DatabaseError as exc:
-            raise RunDirError(f"{db} is corrupt or not an ensnas database: {exc}") from exc
+            self._check_format()  # before any write: a foreign or empty file is refused untouched
+            if not self.read_only:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                if not create:
+                    self._upgrade()
+        except (RunDirError, sqlite3.DatabaseError) as exc:
+            self.close()
+            if isinstance(exc, RunDirError):
+                raise
+            raise _mapped(exc, db) from exc
+
+    def _connect_read_only(self, db: Path) -> sqlite3.Connection:
+        from agent.run_lock import reader
+        self._reader = reader(self.dir)
+        writer = self._reader.__enter__()
+        # No writer and nothing in the WAL: the file is complete and cannot change while we hold
+        # the shared lock, so open it immutable (mode=ro alone would create -wal/-shm files).
+        # Otherwise (a live writer, or one killed with commits still in its WAL) read through the
+        # WAL like any SQLite reader; that shares SQLite's -shm index file, nothing else.
+        wal = db.with_name(db.name + "-wal")
+        empty_wal = not wal.exists() or wal.stat().st_size == 0
+        mode = "ro&immutable=1" if writer is None and empty_wal else "ro"
+        return sqlite3.connect(f"{db.resolve().as_uri()}?mode={mode}", uri=True, isolation_level=None,
+                               check_same_thread=False, timeout=30)
 
     def _check_format(self) -> None:
-        try:
-            rows = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError as exc:
-            raise RunDirError(f"{self.dir}: not an ensnas run database ({exc})") from exc
+        rows = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         if rows.get("format") != FORMAT:
             raise RunDirError(f"{self.dir}: database is not an ensnas run (format {rows.get('format')!r})")
         if int(rows.get("schema", 0)) > SCHEMA_VERSION:
@@ -168,8 +287,22 @@ class RunStore:
     def transaction(self) -> "_Tx":
         return RunStore._Tx(self)
 
+    def checkpoint(self) -> None:
+        """Move every commit from the WAL into run.sqlite (readers then need no WAL at all)."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
-        self.db.close()
+        db = getattr(self, "db", None)
+        if db is not None:
+            db.close()
+        if self._reader is not None:
+            self._reader.release()
 
     # -- meta and state ---------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
@@ -185,7 +318,7 @@ class RunStore:
         except json.JSONDecodeError:
             return row[0]
 
-    def set_state(self, key: str, value: Any, db: sqlite3.Connection | None = None) -> None:
+    def set_state(self, key: str, value: Any, db: _Connection | None = None) -> None:
         stmt, args = "INSERT OR REPLACE INTO state VALUES(?, ?)", (key, json.dumps(value))
         if db is not None:
             db.execute(stmt, args)
@@ -198,7 +331,7 @@ class RunStore:
         return json.loads(row[0]) if row else default
 
     # -- candidates -------------------------------------------------------------------
-    def insert_candidate(self, db: sqlite3.Connection, *, cycle: int, proposer: str, parent_id: int | None,
+    def insert_candidate(self, db: _Connection, *, cycle: int, proposer: str, parent_id: int | None,
                          source: str | None, diff: str | None, status: str, reason: str | None = None,
                          detail: str | None = None, meta: dict | None = None, island: int | None = None,
                          arm: str | None = None) -> int:
@@ -241,7 +374,7 @@ class RunStore:
         except (OSError, KeyError, ValueError) as exc:
             raise RunDirError(f"predictions of candidate {cand_id} are missing or corrupt ({path}): {exc}") from exc
 
-    def set_decision(self, db: sqlite3.Connection, cand_id: int, *, accepted: bool, decision: dict) -> None:
+    def set_decision(self, db: _Connection, cand_id: int, *, accepted: bool, decision: dict) -> None:
         db.execute("UPDATE candidates SET status = ?, decision = ?, reason = ? WHERE id = ?",
                    ("accepted" if accepted else "rejected", json.dumps(decision), decision.get("reason"), cand_id))
 
@@ -295,12 +428,12 @@ class RunStore:
                                          " ORDER BY version")]
 
     # -- the population: island archives (membership over time) and the bandit's allocations --------
-    def archive_enter(self, db: sqlite3.Connection, *, island: int, candidate_id: int, cycle: int, origin: str) -> None:
+    def archive_enter(self, db: _Connection, *, island: int, candidate_id: int, cycle: int, origin: str) -> None:
         """origin: "seed", "entered" (its own evaluation) or "migrated" (copied from island (island - 1) mod k)."""
         db.execute("INSERT OR IGNORE INTO archive(island, candidate_id, entered_cycle, origin) VALUES(?,?,?,?)",
                    (island, candidate_id, cycle, origin))
 
-    def archive_leave(self, db: sqlite3.Connection, *, island: int, candidate_id: int, cycle: int, reason: str) -> None:
+    def archive_leave(self, db: _Connection, *, island: int, candidate_id: int, cycle: int, reason: str) -> None:
         """reason: "dominated by #<id>" or "pruned" (over capacity, most crowded)."""
         db.execute("UPDATE archive SET left_cycle = ?, left_reason = ? WHERE island = ? AND candidate_id = ?"
                    " AND left_cycle IS NULL", (cycle, reason, island, candidate_id))
@@ -325,7 +458,7 @@ class RunStore:
                 for r in self.db.execute("SELECT island, candidate_id, entered_cycle, origin, left_cycle, left_reason"
                                          " FROM archive ORDER BY entered_cycle, island, candidate_id")]
 
-    def record_allocation(self, db: sqlite3.Connection, *, cycle: int, allocation: dict[str, int],
+    def record_allocation(self, db: _Connection, *, cycle: int, allocation: dict[str, int],
                           state: dict[str, dict[str, float]]) -> None:
         """The bandit's split of one cycle's budget, with each arm's pulls and summed reward before it."""
         for arm, n in allocation.items():
