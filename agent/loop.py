@@ -18,6 +18,7 @@ from agent.config import RunConfig
 from agent.delta import unified_diff
 from agent.prefilter import Prefilter
 from agent.proposers.base import LoopResources, ProgramRecord, ProposalContext, make_proposer
+from agent.run_lock import RunLock
 from agent.store import CandidateRow, RunDirError, RunStore
 from evaluator.acceptance import acceptance_test, noise_variance_from_instances
 from evaluator.evaluate import Evaluation, Evaluator
@@ -44,8 +45,17 @@ def predicted(row: CandidateRow, members: int) -> float:
 
 class SearchLoop:
     def __init__(self, *, run_dir: Path, config: RunConfig | None = None, resume: bool = False,
-                 progress: bool = True, sandbox_name: str | None = None) -> None:
+                 progress: bool = True, sandbox_name: str | None = None, lock: RunLock | None = None) -> None:
         self.run_dir = Path(run_dir)
+        # one writer per run directory (agent/run_lock.py), held until run() or close() ends
+        self.lock = (lock or RunLock(self.run_dir)).acquire(create=not resume)
+        try:
+            self._setup(config=config, resume=resume, progress=progress, sandbox_name=sandbox_name)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _setup(self, *, config: RunConfig | None, resume: bool, progress: bool, sandbox_name: str | None) -> None:
         if resume:
             self.store = RunStore(self.run_dir)
             saved = self.store.get_meta("config")
@@ -101,8 +111,18 @@ class SearchLoop:
                 from agent.deploy import deploy_final
                 report = deploy_final(self)
         finally:
-            self.evaluator.close()  # no warm sandbox outlives the run
+            self.close()
         return report or {}
+
+    def close(self) -> None:
+        self.evaluator.close()  # no warm sandbox outlives the run
+        try:
+            if self.lock.held:
+                self.store.checkpoint()  # readers of a finished run then open it without a WAL
+        except RunDirError as exc:
+            log.debug("WAL checkpoint skipped: %s", exc)
+        finally:
+            self.lock.release()
 
     def _time(self, key: str, seconds: float) -> None:
         self.timings[key] = self.timings.get(key, 0.0) + seconds
