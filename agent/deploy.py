@@ -90,10 +90,17 @@ def deploy_final(loop) -> dict:
             shutil.rmtree(keep, ignore_errors=True)
     if "brier" in report.get("final", {}) and "brier" in report.get("seed", {}):
         report["test_brier_gain"] = report["seed"]["brier"] - report["final"]["brier"]
-    report["export_dir"] = str(export_dir)
+    report["export_dir"] = export_dir.relative_to(loop.run_dir).as_posix()  # a copied run dir finds its own
     store.set_state("final_report", report)
     (loop.run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def export_path(run_dir: Path, report: dict) -> Path:
+    """Where a report's export lives: ``export_dir`` is relative to the run directory (reports of
+    older runs held whatever path the run was started with; those resolve to RUN/export)."""
+    stored = Path(report.get("export_dir") or "export")
+    return Path(run_dir) / (stored if not stored.is_absolute() and ".." not in stored.parts else "export")
 
 
 def _export(export_dir: Path, source: str, out: Path, seeds: list[int], evaluator, fraction: float) -> None:

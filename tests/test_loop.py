@@ -54,7 +54,7 @@ def test_search_runs_and_everything_is_stored(tmp_path, fast_task, capsys, cache
         if r.status in ("accepted", "rejected"):
             assert r.decision["baseline"] is not None and r.statistics["kv_residual"] < 1e-9
     assert [c["status"] for c in store.cycles()] == ["done", "done"]
-    assert "brier" in report["final"] and Path(report["export_dir"], "manifest.json").exists()
+    assert "brier" in report["final"] and (run_dir / report["export_dir"] / "manifest.json").exists()
     for argv in (["status", str(run_dir)], ["show", str(run_dir)], ["show", str(run_dir), "2"],
                  ["diff", str(run_dir), "2", "--color", "always"], ["lineage", str(run_dir), "--all"]):
         assert main(argv) == 0
@@ -70,8 +70,8 @@ def test_export_loads_with_plain_pytorch(tmp_path, fast_task, cache_dir, monkeyp
     code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from load import load_ensemble; "
             "e = load_ensemble(sys.argv[1]); p = e(torch.randn(4, 1, 8, 8)); "
             "assert p.shape == (4, 10) and torch.allclose(p.sum(-1), torch.ones(4)); print(len(e.members))")
-    out = subprocess.run([sys.executable, "-c", code, report["export_dir"]], capture_output=True, text=True,
-                         cwd=tmp_path, env={"PATH": os.environ["PATH"]})
+    out = subprocess.run([sys.executable, "-c", code, str(run_dir / report["export_dir"])], capture_output=True,
+                         text=True, cwd=tmp_path, env={"PATH": os.environ["PATH"]})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "3"
 

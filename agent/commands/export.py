@@ -14,20 +14,28 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from agent.deploy import deploy_final
-    from agent.loop import SearchLoop
+    from agent.deploy import export_path
     from agent.store import RunStore
-    store = RunStore(Path(args.run_dir))
-    report = store.get_state("final_report")
-    store.close()
-    if report is None or not Path(report.get("export_dir", "")).exists():
-        loop = SearchLoop(run_dir=Path(args.run_dir), resume=True, sandbox_name=args.sandbox)
-        loop._ensure_seed()
-        report = deploy_final(loop)
-    export_dir = Path(report["export_dir"])
+    run_dir = Path(args.run_dir)
+    with RunStore(run_dir, read_only=True) as store:   # an existing export is only read
+        report = store.get_state("final_report")
+    if report is None or not (export_path(run_dir, report) / "manifest.json").exists():
+        report = _deploy(run_dir, args.sandbox)
+    export_dir = export_path(run_dir, report)
     if args.out:
         shutil.copytree(export_dir, args.out, dirs_exist_ok=True)
         export_dir = Path(args.out)
     print(f"exported #{report['final_id']} as a {report['members']}-member ensemble to {export_dir}")
     print(f"  from load import load_ensemble; ens = load_ensemble('{export_dir}')  # ens(x) → probabilities")
     return 0
+
+
+def _deploy(run_dir: Path, sandbox: str | None) -> dict:
+    from agent.deploy import deploy_final
+    from agent.loop import SearchLoop
+    loop = SearchLoop(run_dir=run_dir, resume=True, sandbox_name=sandbox)  # takes the run's lock
+    try:
+        loop._ensure_seed()
+        return deploy_final(loop)
+    finally:
+        loop.close()

@@ -1,6 +1,7 @@
 """Read-only views of a run: `status`, `show`, `diff`, `lineage`."""
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections import Counter
@@ -36,6 +37,15 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=lineage)
 
 
+def _reading(handler):
+    """Open the run read-only (nothing in it is created or changed; works while a run writes)."""
+    @functools.wraps(handler)
+    def run(args) -> int:
+        with RunStore(Path(args.run_dir), read_only=True) as store:
+            return handler(store, args)
+    return run
+
+
 def counts_line(store: RunStore) -> str:
     counts = Counter(r.status for r in store.candidates())
     cycles = [c for c in store.cycles() if c["status"] == "done"]
@@ -44,8 +54,8 @@ def counts_line(store: RunStore) -> str:
     return f"{len(cycles)} cycles done; candidates: {parts}; incumbent #{inc}"
 
 
-def status(args) -> int:
-    store = RunStore(Path(args.run_dir))
+@_reading
+def status(store: RunStore, args) -> int:
     config = store.get_meta("config") or {}
     print(safe_line(f"run {args.run_dir}: task {config.get('task')}, {config.get('cycles')} cycles, "
                     f"proposers {', '.join(p['name'] for p in config.get('proposers', []))}"))
@@ -82,8 +92,8 @@ def _pred(stats: dict | None, members: int) -> str:
     return f"{predicted_from_dict(stats, members):.4f}"
 
 
-def show(args) -> int:
-    store = RunStore(Path(args.run_dir))
+@_reading
+def show(store: RunStore, args) -> int:
     members = (store.get_meta("config") or {}).get("acceptance", {}).get("members", 5)
     if args.candidate is None:
         print(f"{'id':>4} {'cycle':>5} {'proposer':<10} {'parent':>6} {'status':<16} {'E_ens(M)':>8}  reason")
@@ -134,8 +144,8 @@ def colour(diff_text: str, enabled: bool) -> str:
     return "".join(out)
 
 
-def diff(args) -> int:
-    store = RunStore(Path(args.run_dir))
+@_reading
+def diff(store: RunStore, args) -> int:
     cand = store.candidate(args.candidate)
     other_id = args.other if args.other is not None else cand.parent_id
     if other_id is None:
@@ -148,8 +158,8 @@ def diff(args) -> int:
     return 0
 
 
-def lineage(args) -> int:
-    store = RunStore(Path(args.run_dir))
+@_reading
+def lineage(store: RunStore, args) -> int:
     members = (store.get_meta("config") or {}).get("acceptance", {}).get("members", 5)
     rows = {r.id: r for r in store.candidates()}
     seed_id = store.get_state("seed_id")

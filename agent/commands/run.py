@@ -75,14 +75,20 @@ def run(args) -> int:
 
 def resume(args) -> int:
     from agent.loop import SearchLoop
+    from agent.run_lock import RunLock
     from agent.store import RunStore
-    if args.cycles:
-        store = RunStore(Path(args.run_dir))
-        saved = store.get_meta("config") or {}
-        saved["cycles"] = args.cycles
-        store.set_meta("config", saved)
-        store.close()
-    loop = SearchLoop(run_dir=Path(args.run_dir), resume=True, progress=not args.quiet, sandbox_name=args.sandbox)
+    lock = RunLock(Path(args.run_dir)).acquire()  # before the config is touched
+    try:
+        if args.cycles:
+            with RunStore(Path(args.run_dir)) as store:
+                saved = store.get_meta("config") or {}
+                saved["cycles"] = args.cycles
+                store.set_meta("config", saved)
+        loop = SearchLoop(run_dir=Path(args.run_dir), resume=True, progress=not args.quiet,
+                          sandbox_name=args.sandbox, lock=lock)
+    except BaseException:
+        lock.release()
+        raise
     return _finish(loop)
 
 
@@ -94,14 +100,16 @@ def _finish(loop) -> int:
 
 def summary_text(store, report: dict) -> str:
     from agent.commands.inspect import counts_line
+    from agent.deploy import export_path
     lines = [counts_line(store)]
     if report.get("final") and "brier" in report["final"]:
         f, s = report["final"], report.get("seed", {})
         lines.append(f"final #{report['final_id']} vs seed #{report['seed_id']}, {report['members']}-member ensembles, "
                      f"test split: Brier {f['brier']:.4f} vs {s.get('brier', float('nan')):.4f}, "
                      f"accuracy {f['accuracy']:.4f} vs {s.get('accuracy', float('nan')):.4f}")
-        lines.append(f"exported to {report['export_dir']} (load with: python -c \"import sys; sys.path.insert(0, "
-                     f"'{report['export_dir']}'); from load import load_ensemble; print(load_ensemble('{report['export_dir']}'))\")")
+        export_dir = export_path(store.dir, report)
+        lines.append(f"exported to {export_dir} (load with: python -c \"import sys; sys.path.insert(0, "
+                     f"'{export_dir}'); from load import load_ensemble; print(load_ensemble('{export_dir}'))\")")
     elif report:
         lines.append(json.dumps(report))
     return "\n".join(lines)
