@@ -7,6 +7,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agent.population.budgets import BudgetConfig
+from agent.population.config import PopulationConfig
 from evaluator.acceptance import AcceptanceConfig
 from evaluator.failures import ConfigError
 
@@ -80,6 +82,8 @@ class RunConfig(_Strict):
     deploy: DeployConfig = DeployConfig()
     elites: int = Field(8, ge=1)
     history: int = Field(8, ge=1, description="recent candidates shown to proposers")
+    population: PopulationConfig = PopulationConfig()
+    budget: BudgetConfig = BudgetConfig()
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> "RunConfig":

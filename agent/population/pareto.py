@@ -195,3 +195,33 @@ def hypervolume_inclusion_exclusion(points: np.ndarray, reference: Sequence[floa
 def normalised(members: Sequence[Member], scale: dict[str, float], objectives: Sequence[str] = OBJECTIVES) -> np.ndarray:
     """Objectives divided by a per-axis scale (e.g. the seed's values), one row per member."""
     return np.array([[m.objective(n) / scale[n] for n in objectives] for m in members], float).reshape(-1, len(objectives))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What happens to one candidate on its island: the archive update plus the capacity prune."""
+    update: ArchiveUpdate
+    pruned: tuple[int, ...] = ()
+
+    candidate_id: int = -1
+
+    @property
+    def entered(self) -> bool:
+        return self.update.entered and self.candidate_id not in self.pruned
+
+    def members_after(self, archive: Sequence[Member], candidate: Member) -> list[Member]:
+        gone = set(self.update.removed) | set(self.pruned)
+        kept = [m for m in archive if m.id not in gone]
+        return kept + [candidate] if self.entered else kept
+
+
+def place(archive: Sequence[Member], candidate: Member, compare_error: ErrorComparator,
+          rule: DominanceRule = DominanceRule(), capacity: int | None = None) -> Placement:
+    """Update the archive with the candidate, then prune the most crowded members beyond capacity
+    (which may be the candidate itself: then it did not enter)."""
+    update = update_archive(archive, candidate, compare_error, rule)
+    if not update.entered:
+        return Placement(update=update, candidate_id=candidate.id)
+    after = [m for m in archive if m.id not in update.removed and m.id != candidate.id] + [candidate]
+    pruned = tuple(prune(after, capacity, rule.objectives)) if capacity is not None else ()
+    return Placement(update=update, pruned=pruned, candidate_id=candidate.id)

@@ -50,6 +50,11 @@ class ProposalContext:
     cycle: int
     rng: np.random.Generator
     members: int = 5
+    # the population search (agent.population) fills these; the hill climber leaves them empty
+    second_parent: ProgramRecord | None = None          # crossover: combine into one edit of `incumbent`
+    inspirations: list[ProgramRecord] = field(default_factory=list)   # other archive members to show
+    operator: str | None = None                         # the bandit's operator for this call (llm: mutate, crossover, …)
+    island: int | None = None
 
 
 @dataclass(kw_only=True)
@@ -85,6 +90,7 @@ class Proposer(ABC):
 LAZY_PROPOSERS: dict[str, str] = {
     "random": "agent.proposers.mutation",
     "evolution": "agent.proposers.mutation",
+    "crossover": "agent.proposers.mutation",
     "llm": "agent.proposers.llm",
     "closed_form": "agent.proposers.closed_form",
     "darts": "agent.proposers.darts.proposer",

@@ -1,10 +1,13 @@
-"""Baselines without an LLM: random mutation of the incumbent, and regularized (aging) evolution.
+"""Baselines without an LLM: random mutation of the incumbent, regularized (aging) evolution, and
+crossover of two programs (uniform over the hunks where they differ).
 
 Mutations edit the program text token by token (numbers, activation names), so formatting and
 comments survive and the stored diff shows exactly what changed.
 """
 from __future__ import annotations
 
+import ast
+import difflib
 import io
 import tokenize
 
@@ -114,3 +117,69 @@ class RegularizedEvolution(Proposer):
             source, edits = mutate(parent.source, ctx.rng, edits=int(ctx.rng.integers(1, self.max_edits + 1)))
             out.append(Candidate(source=source, parent_id=parent.id, proposer=self.name, meta={"edits": edits}))
         return out
+
+
+def crossover(first: str, second: str, rng: np.random.Generator, *, rate: float = 0.5) -> tuple[str, list[str]]:
+    """Uniform crossover: start from `first` and take each line hunk where `second` differs with
+    probability `rate`, at least one and (with two or more hunks) not all, so the child is a new
+    program whenever the parents differ. Returns the child and the line ranges taken from `second`."""
+    a, b = first.splitlines(keepends=True), second.splitlines(keepends=True)
+    ops = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    hunks = [i for i, op in enumerate(ops) if op[0] != "equal"]
+    if not hunks:
+        return first, []
+    take = rng.random(len(hunks)) < rate
+    if not take.any():
+        take[int(rng.integers(len(hunks)))] = True
+    if take.all() and len(hunks) > 1:
+        take[int(rng.integers(len(hunks)))] = False
+    chosen = {hunks[i] for i in np.flatnonzero(take)}
+    out, taken = [], []
+    for i, (tag, i1, i2, j1, j2) in enumerate(ops):
+        if i in chosen:
+            out.extend(b[j1:j2])
+            taken.append(f"lines {i1 + 1}-{i2} ← second parent lines {j1 + 1}-{j2}")
+        else:
+            out.extend(a[i1:i2])
+    return "".join(out), taken
+
+
+@register_proposer("crossover")
+class Crossover(Proposer):
+    """Combine the parent with a second program: the population's second parent when the loop
+    gives one, else a random other elite. Children that do not parse are retried with a new draw."""
+
+    def __init__(self, *, rate: float = 0.5, tries: int = 5) -> None:
+        self.rate, self.tries = rate, tries
+
+    def propose(self, ctx: ProposalContext, n: int) -> list[Candidate]:
+        out = []
+        for _ in range(n):
+            second = ctx.second_parent
+            if second is None:
+                others = [r for r in ctx.elites if r.id != ctx.incumbent.id and r.source and r.source != ctx.incumbent.source]
+                second = others[int(ctx.rng.integers(len(others)))] if others else None
+            if second is None:
+                out.append(Candidate(source="", parent_id=ctx.incumbent.id, proposer=self.name,
+                                     failure="no_second_parent", failure_detail="no other program to cross with yet"))
+                continue
+            for _ in range(self.tries):
+                source, taken = crossover(ctx.incumbent.source, second.source, ctx.rng, rate=self.rate)
+                if taken and _parses(source):
+                    break
+            else:
+                out.append(Candidate(source="", parent_id=ctx.incumbent.id, proposer=self.name,
+                                     failure="no_valid_child", failure_detail=f"parents #{ctx.incumbent.id} and #{second.id}",
+                                     meta={"second_parent": second.id}))
+                continue
+            out.append(Candidate(source=source, parent_id=ctx.incumbent.id, proposer=self.name,
+                                 meta={"second_parent": second.id, "taken": taken}))
+        return out
+
+
+def _parses(source: str) -> bool:
+    try:
+        ast.parse(source)
+    except (SyntaxError, ValueError):
+        return False
+    return True

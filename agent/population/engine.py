@@ -1,0 +1,158 @@
+"""The population search over the run store: island archives, the bandit's plan, decisions, migration.
+
+The loop owns proposing and evaluating; this module turns stored candidates into archive members,
+asks the pure parts (pareto, plan, bandit, migration) what to do, and writes the result through
+the store. Everything a later cycle needs is read back from the store (archive membership at a
+cycle, rewards per arm from decided candidates), so a resumed run continues exactly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from agent.population import bandit
+from agent.population.config import PopulationConfig
+from agent.population.migration import due, plan_migrations
+from agent.population.pareto import (DominanceRule, Member, Relation, error_best, hypervolume, normalised, place)
+from agent.population.plan import PlanConfig, Slot, arm_name, plan_slots
+from agent.store import TERMINAL, CandidateRow, RunStore
+from evaluator.statistics import predicted_from_dict
+
+
+class Judge(Protocol):
+    def relation(self, a: Member, b: Member) -> Relation: ...
+    def decision(self, candidate: int, baseline: int) -> dict: ...
+
+
+def member_of(row: CandidateRow, members: int, latency_batch: int = 1) -> Member:
+    """A stored, evaluated candidate as an archive member; unmeasured costs count as infinite."""
+    latency = (row.latency or {}).get(f"batch_{latency_batch}_ms")
+    return Member(id=row.id, error=predicted_from_dict(row.statistics, members),
+                  params=float(row.param_count) if row.param_count is not None else math.inf,
+                  latency=float(latency) if latency else math.inf)
+
+
+@dataclass(frozen=True)
+class CyclePlan:
+    allocation: dict[str, int]
+    slots: list[Slot]
+    state: dict[str, dict[str, float]]      # the bandit's per-arm pulls/reward it was drawn from
+
+
+class Population:
+    def __init__(self, *, store: RunStore, config: PopulationConfig, members: int, seed: int) -> None:
+        self.store, self.config, self.members, self.seed = store, config, members, seed
+        self.rule = DominanceRule(objectives=tuple(config.objectives), tolerance=dict(config.tolerance))
+        self._members: dict[int, Member] = {}
+
+    # -- reading the store -------------------------------------------------------------
+    def member(self, cid: int) -> Member:
+        if cid not in self._members:  # objectives never change once evaluated
+            self._members[cid] = member_of(self.store.candidate(cid), self.members, self.config.latency_batch)
+        return self._members[cid]
+
+    def archives(self, at_cycle: int | None = None) -> list[list[Member]]:
+        out: list[list[Member]] = [[] for _ in range(self.config.islands)]
+        for row in self.store.archive(at_cycle=at_cycle):
+            out[row["island"]].append(self.member(row["candidate_id"]))
+        return out
+
+    def bandit_state(self, arms: Sequence[str], through_cycle: int) -> dict[str, dict[str, float]]:
+        """Per-arm pulls and summed reward over the decided candidates of cycles ≤ through_cycle."""
+        outcomes = [(r.arm, float((r.decision or {}).get("reward", 0.0)))
+                    for r in self.store.candidates(status=TERMINAL) if r.arm and 0 < r.cycle <= through_cycle]
+        return bandit.update(bandit.with_arms(None, arms), [o for o in outcomes if o[0] in arms])
+
+    # -- the seed and the plan ---------------------------------------------------------
+    def add_seed(self, db, seed_id: int) -> None:
+        for island in range(self.config.islands):
+            self.store.archive_enter(db, island=island, candidate_id=seed_id, cycle=0, origin="seed")
+
+    def plan(self, cycle: int, arms: Sequence[str], budget: int, *, through_cycle: int,
+             fixed: dict[str, int] | None = None) -> CyclePlan:
+        """The cycle's allocation and slots from the state after cycle `through_cycle` (the loop's lag)."""
+        rng = np.random.default_rng([self.seed, cycle, 15])
+        state = self.bandit_state(arms, through_cycle)
+        if self.config.bandit == "off":
+            allocation = dict(fixed or {arm: 0 for arm in arms})
+        else:
+            allocation = bandit.allocate(state, budget, rng, policy=self.config.bandit)
+        c = self.config
+        slots = plan_slots({a: n for a, n in allocation.items() if n}, self.archives(at_cycle=through_cycle), rng,
+                           PlanConfig(exploit=c.exploit, power=c.rank_power, inspirations=c.inspirations,
+                                      objectives=tuple(c.objectives),
+                                      crossover_arms=frozenset({"crossover", arm_name("llm", "crossover")})))
+        return CyclePlan(allocation=allocation, slots=slots, state=state)
+
+    # -- decisions ---------------------------------------------------------------------
+    def decide(self, cycle: int, judge: Judge) -> dict:
+        """Place each evaluated candidate of the cycle on its island (in id order), then migrate if
+        due; every other terminal candidate of the cycle gets reward 0. Returns the cycle summary."""
+        archives = self.archives()
+        entered = 0
+        for row in self.store.candidates(cycle=cycle, status="evaluated"):
+            island = row.island if row.island is not None else 0
+            cand = self.member(row.id)
+            placement = place(archives[island], cand, judge.relation, self.rule, self.config.capacity)
+            base = row.parent_id if row.parent_id is not None else error_best(archives[island]).id
+            gate = judge.decision(row.id, base)
+            info = dict(gate, vs_baseline=gate["reason"], mode="pareto", island=island,
+                        dominated_by=list(placement.update.dominated_by), removed=list(placement.update.removed),
+                        pruned=list(placement.pruned), error_relations=placement.update.error_relations,
+                        reward=float(placement.entered), reason=_explain(placement, island))
+            with self.store.transaction() as db:
+                self.store.set_decision(db, row.id, accepted=placement.entered, decision=info)
+                self._apply(db, island, cand.id, placement, cycle, origin="entered")
+            archives[island] = placement.members_after(archives[island], cand)
+            entered += placement.entered
+        migrations = []
+        with self.store.transaction() as db:  # all of a cycle's migrations and the incumbent commit together
+            if due(cycle, self.config.migrate_every, self.config.islands):
+                for move in plan_migrations(archives):
+                    placement = place(archives[move.target], move.member, judge.relation, self.rule,
+                                      self.config.capacity)
+                    self._apply(db, move.target, move.member.id, placement, cycle, origin="migrated")
+                    archives[move.target] = placement.members_after(archives[move.target], move.member)
+                    migrations.append({"candidate": move.member.id, "from": move.source, "to": move.target,
+                                       "entered": placement.entered})
+            best = error_best([m for a in archives for m in a])
+            self.store.set_state("incumbent", best.id, db)
+        return {"entered": entered, "migrations": migrations, "incumbent": best.id,
+                "archive_sizes": [len(a) for a in archives], "hypervolume": self.hypervolumes(archives)}
+
+    def _apply(self, db, island: int, cid: int, placement, cycle: int, *, origin: str) -> None:
+        for gone in placement.update.removed:
+            self.store.archive_leave(db, island=island, candidate_id=gone, cycle=cycle, reason=f"dominated by #{cid}")
+        for gone in placement.pruned:
+            if gone != cid:
+                self.store.archive_leave(db, island=island, candidate_id=gone, cycle=cycle, reason="pruned")
+        if placement.entered:
+            self.store.archive_enter(db, island=island, candidate_id=cid, cycle=cycle, origin=origin)
+
+    def hypervolumes(self, archives: Sequence[Sequence[Member]]) -> list[float]:
+        """Each island front's hypervolume on objectives divided by the seed's, reference `config.reference`."""
+        seed_id = self.store.get_state("seed_id")
+        if seed_id is None:
+            return []
+        seed = self.member(seed_id)
+        names = tuple(self.config.objectives)
+        scale = {n: seed.objective(n) or 1.0 for n in names}
+        ref = [self.config.reference[n] for n in names]
+        return [hypervolume(normalised(a, scale, names), ref) if a else 0.0 for a in archives]
+
+
+def _explain(placement, island: int) -> str:
+    u = placement.update
+    if not u.entered:
+        return f"dominated on island {island} by " + ", ".join(f"#{i}" for i in u.dominated_by)
+    if not placement.entered:
+        return f"not dominated on island {island}, but the most crowded member at capacity"
+    out = f"entered island {island}'s Pareto archive"
+    if u.removed:
+        out += "; it dominates " + ", ".join(f"#{i}" for i in u.removed)
+    if placement.pruned:
+        out += "; pruned (crowded) " + ", ".join(f"#{i}" for i in placement.pruned)
+    return out

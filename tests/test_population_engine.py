@@ -1,0 +1,139 @@
+"""The population search over a real run store: placement, rewards, migration, incumbent, resume."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.population.config import PopulationConfig
+from agent.population.engine import Population
+from agent.population.judge import AcceptanceJudge
+from agent.population.pareto import Relation
+from agent.store import RunStore
+from evaluator.acceptance import AcceptanceConfig
+from evaluator.statistics import compute_statistics
+
+N, C = 600, 3
+LABELS = np.random.default_rng(0).integers(0, C, N)
+
+
+def probs(quality: float, seed: int, k: int = 2) -> np.ndarray:
+    """k instances whose logits favour the true class by `quality` (higher: lower Brier)."""
+    rng = np.random.default_rng(seed)
+    logits = quality * np.eye(C)[LABELS] + rng.normal(0, 1.0, (k, N, C))
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+class Run:
+    def __init__(self, path, config: PopulationConfig):
+        self.store = RunStore(path, create=True)
+        self.pop = Population(store=self.store, config=config, members=5, seed=0)
+        self.judge = AcceptanceJudge(load_val=lambda cid: self.store.load_predictions(cid)[0], labels=LABELS,
+                                     config=AcceptanceConfig(members=5, bootstrap=400))
+        self.seed_id = self.add(0, quality=2.0, params=1000, latency=1.0, status="seed")
+        with self.store.transaction() as db:
+            self.store.set_state("seed_id", self.seed_id, db)
+            self.pop.add_seed(db, self.seed_id)
+
+    def add(self, cycle: int, *, quality: float, params: int, latency: float, island: int = 0, arm: str = "random",
+            status: str = "pending", parent: int | None = None, seed: int | None = None) -> int:
+        with self.store.transaction() as db:
+            cid = self.store.insert_candidate(db, cycle=cycle, proposer=arm, parent_id=parent, source="s", diff="",
+                                              status="pending", island=island, arm=arm)
+        p = probs(quality, seed if seed is not None else cid)
+        self.store.record_evaluation(cid, ok=True, reason=None, detail="", statistics=compute_statistics(p, LABELS).as_dict(),
+                                     param_count=params, seconds=1.0, val=p, test=p,
+                                     latency={"batch_1_ms": latency, "batch_256_ms": latency * 50})
+        if status == "seed":
+            with self.store.transaction() as db:
+                db.execute("UPDATE candidates SET status = 'seed' WHERE id = ?", (cid,))
+        return cid
+
+
+CONFIG = PopulationConfig(enabled=True, islands=2, migrate_every=2, capacity=4)
+
+
+def test_the_judge_reads_the_acceptance_bound(tmp_path):
+    run = Run(tmp_path / "r", CONFIG)
+    better = run.add(1, quality=3.5, params=1000, latency=1.0, parent=run.seed_id)
+    same = run.add(1, quality=2.0, params=1000, latency=1.0, parent=run.seed_id)
+    m = run.pop.member
+    assert run.judge.relation(m(better), m(run.seed_id)) == Relation.BETTER
+    assert run.judge.relation(m(run.seed_id), m(better)) == Relation.WORSE
+    assert run.judge.relation(m(same), m(run.seed_id)) == Relation.UNDECIDED  # same quality, other noise
+
+
+def test_decide_places_rewards_migrates_and_sets_the_incumbent(tmp_path):
+    run = Run(tmp_path / "r", CONFIG)
+    s = run.seed_id
+    better = run.add(1, quality=3.5, params=1000, latency=1.0, island=0, parent=s)         # dominates the seed
+    worse = run.add(1, quality=1.0, params=2000, latency=2.0, island=1, parent=s)          # dominated
+    small = run.add(1, quality=1.2, params=100, latency=1.0, island=1, parent=s, arm="evolution")  # trade-off
+    with run.store.transaction() as db:
+        failed = run.store.insert_candidate(db, cycle=1, proposer="llm", parent_id=s, source=None, diff="",
+                                            status="proposal_failed", island=0, arm="llm:mutate")
+    summary = run.pop.decide(1, run.judge)
+    rows = {r.id: r for r in run.store.candidates()}
+    assert rows[better].status == "accepted" and rows[better].decision["removed"] == [s]
+    assert rows[worse].status == "rejected" and s in rows[worse].decision["dominated_by"]
+    assert rows[small].status == "accepted" and rows[small].decision["removed"] == []
+    assert rows[better].decision["baseline"] == s and rows[better].decision["lower_bound"] > 0
+    archives = run.pop.archives()
+    assert [m.id for m in archives[0]] == [better]
+    assert sorted(m.id for m in archives[1]) == [s, small]
+    assert summary["incumbent"] == better == run.store.get_state("incumbent")
+    assert summary["entered"] == 2 and summary["migrations"] == []
+    gone = [r for r in run.store.archive_history() if r["left_cycle"] == 1]
+    assert gone == [dict(island=0, candidate_id=s, entered_cycle=0, origin="seed", left_cycle=1,
+                         left_reason=f"dominated by #{better}")]
+    arms = ["random", "evolution", "llm:mutate"]
+    state = run.pop.bandit_state(arms, through_cycle=1)
+    assert state == {"random": {"pulls": 2.0, "reward": 1.0}, "evolution": {"pulls": 1.0, "reward": 1.0},
+                     "llm:mutate": {"pulls": 1.0, "reward": 0.0}}
+    assert run.pop.bandit_state(arms, through_cycle=0)["random"]["pulls"] == 0
+    # the archive as it was before cycle 1 is still readable
+    assert [[m.id for m in a] for a in run.pop.archives(at_cycle=0)] == [[s], [s]]
+    hv = summary["hypervolume"]
+    assert hv[0] > 0 and hv[1] > 0
+
+    # cycle 2: migration is due; island 0's best (better) dominates the seed on island 1
+    summary = run.pop.decide(2, run.judge)
+    assert {(m["candidate"], m["from"], m["to"]) for m in summary["migrations"]} == {(better, 0, 1), (s, 1, 0)}
+    migrated = {m["candidate"]: m["entered"] for m in summary["migrations"]}
+    assert migrated[better] is True and migrated[s] is False   # the seed is dominated on island 0
+    assert sorted(m.id for m in run.pop.archives()[1]) == sorted([better, small])
+    origins = {(r["island"], r["candidate_id"]): r["origin"] for r in run.store.archive()}
+    assert origins[(1, better)] == "migrated"
+
+
+def test_plan_is_reproducible_from_the_store_and_follows_the_bandit(tmp_path):
+    run = Run(tmp_path / "r", CONFIG)
+    arms = ["random", "evolution"]
+    a = run.pop.plan(1, arms, 6, through_cycle=0)
+    b = run.pop.plan(1, arms, 6, through_cycle=0)
+    assert a == b and sum(a.allocation.values()) == 6 and len(a.slots) == 6
+    assert all(slot.parent == run.seed_id for slot in a.slots)
+    assert [s.island for s in a.slots] == [0, 1, 0, 1, 0, 1]
+    fixed = Population(store=run.store, config=CONFIG.model_copy(update={"bandit": "off"}), members=5, seed=0)
+    assert fixed.plan(1, arms, 6, through_cycle=0, fixed={"random": 4, "evolution": 2}).allocation == {"random": 4,
+                                                                                                      "evolution": 2}
+
+
+@pytest.mark.parametrize("objectives", [["error", "params", "latency"], ["error", "params"], ["error"]])
+def test_archive_stays_mutually_nondominated(tmp_path, objectives):
+    config = CONFIG.model_copy(update={"objectives": objectives, "capacity": 6, "islands": 1})
+    run = Run(tmp_path / "r", config)
+    rng = np.random.default_rng(1)
+    for i in range(9):
+        run.add(1, quality=float(rng.uniform(1.0, 4.0)), params=int(rng.integers(100, 3000)),
+                latency=float(rng.uniform(0.5, 2.0)), parent=run.seed_id)
+    run.pop.decide(1, run.judge)
+    archive = run.pop.archives()[0]
+    assert 1 <= len(archive) <= 6
+    from agent.population.pareto import dominates
+    for a in archive:
+        for b in archive:
+            if a.id != b.id:
+                assert not dominates(run.pop.rule.relations(a, b, run.judge.relation(a, b)))
+    if objectives == ["error"]:  # one axis: only members no one is confidently better than stay
+        assert len(archive) <= 3
