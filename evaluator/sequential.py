@@ -111,8 +111,11 @@ def sequential_test(incumbent: Instances, candidate: Instances, labels: np.ndarr
             parts = (KernelParts.of(incumbent.take(have), labels), KernelParts.of(candidate.take(have), labels))
         pg = gain_from_parts(*parts, config.members, seeds=use)
         noise = pooled_variance(pg, prior)
-        if noise is None:  # no seed-noise estimate yet (no prior, 2 instances): look again with 3
-            looks.append(Look(k, pg.gain, None, None, None, None, None, "more"))
+        if noise is None:  # no seed-noise estimate (no prior, 2 instances; or no spread at all)
+            looks.append(Look(k, pg.gain, None, None, None, None, None, "reject" if k == last else "more"))
+            if k == last:
+                return Verdict("reject", (), (), looks, pg, reason=f"rejected after {k} paired instances: "
+                               f"predicted gain {pg.gain:+.5f} without any measurable noise to test it against")
             continue
         var, df = noise
         se = float(np.sqrt(var))
