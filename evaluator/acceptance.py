@@ -67,10 +67,18 @@ def _per_example(probs: np.ndarray, targets: np.ndarray, members: int) -> tuple[
 
 
 def bootstrap_rng(config: AcceptanceConfig, *arrays: np.ndarray) -> np.random.Generator:
-    """The bootstrap's generator: config.seed mixed with a checksum of the decision's predictions, so
-    decisions draw independently of each other and a replayed decision draws the same."""
-    return np.random.default_rng([config.seed] + [zlib.crc32(np.ascontiguousarray(a, np.float32).tobytes())
-                                                  for a in arrays])
+    """The bootstrap's generator: config.seed mixed with checksums of the decision's predictions, so
+    decisions draw independently of each other and a replayed decision draws the same. Symmetric in the
+    arrays: a vs b and b vs a draw alike, so their bounds mirror each other (dominance stays antisymmetric)."""
+    return np.random.default_rng([config.seed] + sorted(_checksum(a) for a in arrays))
+
+
+def _checksum(a: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(a, np.float32).tobytes())
+
+
+def _orientation(base: np.ndarray, cand: np.ndarray) -> float:
+    return 1.0 if _checksum(base) <= _checksum(cand) else -1.0
 
 
 def _seed_variance(probs: np.ndarray, targets: np.ndarray) -> float:
@@ -109,7 +117,8 @@ def acceptance_test(base_probs: np.ndarray, cand_probs: np.ndarray, labels: np.n
         else:  # each side's own K−1 degrees of freedom: Student-t, not normal, or the bound over-accepts
             var = _seed_variance(base_probs, targets) + _seed_variance(cand_probs, targets)
             draws = rng.standard_t(len(base_probs) + len(cand_probs) - 2, size=boot.shape)
-        boot = boot + np.sqrt(var) * draws
+        # the same draws, mirrored when the two sides are swapped: lower(b, a) = −upper(a, b) exactly
+        boot = boot + np.sqrt(var) * draws * _orientation(base_probs, cand_probs)
     lower = float(improvement - (np.mean(boot) - np.quantile(boot, config.alpha)))
     upper = float(improvement + (np.quantile(boot, 1 - config.alpha) - np.mean(boot)))
     confident = lower > 0 or upper < 0

@@ -220,7 +220,10 @@ def test_bootstrap_draws_differ_between_decisions():
     """Minor of issue 18: every decision used the same bootstrap draws (seed 0); now the seed mixes in
     the decision's data, so two decisions draw independently and one decision always draws the same."""
     rng = np.random.default_rng(19)
-    a, b = rng.random((2, 50, 3)), rng.random((2, 50, 3))
+    a, b, c = rng.random((2, 50, 3)), rng.random((2, 50, 3)), rng.random((2, 50, 3))
     draw = lambda *arrays: bootstrap_rng(AcceptanceConfig(), *arrays).integers(0, 1 << 30, 4).tolist()  # noqa: E731
-    assert draw(a, b) == draw(a, b)
-    assert draw(a, b) != draw(b, a)
+    assert draw(a, b) == draw(a, b) == draw(b, a)  # a vs b mirrors b vs a
+    assert draw(a, b) != draw(a, c)
+    y = make_labels(50, 3, rng)
+    ab, ba = acceptance_test(a, b, y, AcceptanceConfig()), acceptance_test(b, a, y, AcceptanceConfig())
+    assert ab.lower_bound == pytest.approx(-ba.upper_bound, abs=1e-12)  # a vs b mirrors b vs a exactly
