@@ -131,7 +131,7 @@ def test_kill_minus_nine_then_resume_loses_and_repeats_nothing(tmp_path, fast_ta
     env = dict(os.environ, ENSNAS_CACHE=str(cache_dir))
     base = [sys.executable, "-m", "agent.cli"]
     config = tmp_path / "gate.yaml"
-    config.write_text("noise_instances: 2\nacceptance: {futility: 0.0, max_instances: 3}\n")  # seed lacks seed 2
+    config.write_text("noise_instances: 2\nacceptance: {futility: 0.0, max_instances: 4}\n")  # seed lacks seeds 2, 3
     common = ["--config", str(config), "--task", fast_task, "--cycles", "3", "--proposer", "random",
               "--proposer", "evolution", "--candidates", "2", "--sandbox", "subprocess", "--members", "3", "--quiet"]
     clean = tmp_path / "clean"
