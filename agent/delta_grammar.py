@@ -4,7 +4,8 @@ Small models fail the delta format mostly on form: prose, unclosed blocks, SEARC
 not in the parent (benchmarks/results/generator_validity.json: 0/50 applied for SmolLM2-135M).
 Under this grammar the answer is one block whose SEARCH part is a window of 1..`max_search_lines`
 parent lines that occurs exactly once in the parent (so it matches exactly and unambiguously),
-and whose REPLACE part is up to `max_replace_lines` lines, none starting with '>'. The model still
+and whose REPLACE part rewrites it line for line (no line of it can be a block marker: a Python
+line never starts with '=', '<' or '>'), up to `max_blocks` blocks. The model still
 chooses which lines to edit and what to write; only answers that cannot apply are ruled out.
 Backends that accept a grammar (llama.cpp's server, hence `llama_cpp` and `openai` with
 `grammar_field`) get it through `SamplingConfig.grammar`; the others generate unconstrained.
@@ -75,14 +76,16 @@ def _is_header(line: str) -> bool:
 
 
 # One logical Python line, kept well-formed: brackets balanced (nested two deep), strings closed,
+# never starting with '=', '<' or '>' (so never a block marker such as ======= or >>>>>>> REPLACE),
 # no top-level ':' in a statement (a header ends with exactly one), no backticks, an optional
 # trailing comment; lengths are bounded so a runaway line ends instead of eating the token budget.
 _LINE_RULES = r"""
 atom ::= [^ \t()\[\]{}"'`#:\n] | "(" nested ")" | "[" nested "]" | "{" nested "}" | str
+lead ::= [^ \t()\[\]{}"'`#:\n=<>] | "(" nested ")" | "[" nested "]" | "{" nested "}" | str
 nested ::= ( [^()\[\]{}"'`#\n] | "(" inner ")" | "[" inner "]" | "{" inner "}" | str ){0,60}
 inner ::= ( [^()\[\]{}"'`#\n] | str ){0,40}
 str ::= "\"" [^"\\\n]{0,60} "\"" | "'" [^'\\\n]{0,60} "'"
-expr ::= atom ( atom | [ \t] ){0,80}
+expr ::= lead ( atom | [ \t] ){0,80}
 comment ::= ( [ \t]* "#" [^\n]{0,60} )?
 stmt ::= expr comment "\n"
 header ::= expr ":" comment "\n"
@@ -90,18 +93,22 @@ header-rest ::= ( [ \t] expr )? ":" comment "\n"
 """.strip()
 
 
-def delta_grammar(parent: str, *, max_search_lines: int = 3, extra_replace_lines: int = 2) -> str:
-    """The GBNF grammar of one applicable, well-formed SEARCH/REPLACE block for `parent`.
+def delta_grammar(parent: str, *, max_search_lines: int = 3, extra_replace_lines: int = 2, max_blocks: int = 1) -> str:
+    """The GBNF grammar of 1..`max_blocks` applicable, well-formed SEARCH/REPLACE blocks for `parent`.
 
     SEARCH is a window that occurs once. REPLACE rewrites it line for line: each line keeps its
     line's indentation and kind (a block header keeps its keyword and ends in ':', `def`/`class`
-    lines stay as they are, a statement stays a statement, a blank line stays blank), then up to `extra_replace_lines` more statements at the
-    last line's indentation (none after a header). So the block structure, and with it Python's
-    indentation rules, cannot break; brackets and strings are balanced within each line."""
+    lines stay as they are, a statement stays a statement, a blank line stays blank), then up to
+    `extra_replace_lines` more statements at the last line's indentation (none after a header). So
+    the block structure, and with it Python's indentation rules, cannot break; brackets and strings
+    are balanced within each line, and no REPLACE line can be a block marker. Blocks after the first
+    may name any window; one that overlaps an earlier block's fails to apply (a typed failure)."""
     windows = unique_windows(parent, max_search_lines)
     if not windows:
         raise ValueError("the parent has no line that occurs exactly once: nothing to anchor an edit on")
-    rules = ['root ::= "<<<<<<< SEARCH\\n" (\n      ' + "\n    | ".join(f"b{i}" for i in range(len(windows)))
+    more = f' ( "\\n\\n" block ){{0,{max_blocks - 1}}}' if max_blocks > 1 else ""
+    rules = [f"root ::= block{more}",
+             'block ::= "<<<<<<< SEARCH\\n" (\n      ' + "\n    | ".join(f"b{i}" for i in range(len(windows)))
              + '\n) ">>>>>>> REPLACE"']
     for i, window in enumerate(windows):
         parts = []

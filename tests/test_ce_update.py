@@ -23,8 +23,9 @@ def test_delta_blocks_recreate_the_child(seed):
 def tiny_llama():
     """A tiny random Llama with the bundled SmolLM2 tokenizer (offline)."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    from agent.generators.base import BUNDLED_GGUF, bundled_model_dir
-    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir(), gguf_file=BUNDLED_GGUF)
+    from agent.generators.catalogue import model_file
+    small = model_file("smollm2-135m")
+    tokenizer = AutoTokenizer.from_pretrained(small.parent, gguf_file=small.name)
     import torch
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -85,7 +85,7 @@ def test_bundled_model_under_the_grammar_only_writes_blocks_that_apply():
     """The real SmolLM2-135M through the private llama.cpp server: without the grammar most of its
     answers fail on form (benchmarks/results/generator_validity.json); under it none may."""
     parent = PROGRAMS[0].read_text()
-    gen = make_generator(GeneratorConfig(backend="llama_cpp"))
+    gen = make_generator(GeneratorConfig(backend="llama_cpp", model="smollm2-135m"))
     try:
         assert gen.accepts_grammar
         prompt = [{"role": "system", "content": "You edit PyTorch programs with SEARCH/REPLACE blocks."},
@@ -105,3 +105,105 @@ def test_bundled_model_under_the_grammar_only_writes_blocks_that_apply():
         assert finished >= 2
     finally:
         gen.close()
+
+
+# -- a GBNF recogniser for the subset delta_grammar writes (no recursion): the grammar as a regex ------
+
+def _gbnf_regex(grammar: str) -> "re.Pattern[str]":
+    import re
+    rules: dict[str, str] = {}
+    current = None
+    for line in grammar.splitlines():
+        if "::=" in line and re.match(r"^[a-z0-9-]+ ::=", line):
+            current, _, body = line.partition(" ::= ")
+            rules[current] = body
+        elif current and line.strip():
+            rules[current] += " " + line.strip()
+    escapes = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "[": "[", "]": "]"}
+    cache: dict[str, str] = {}
+
+    def expr(name: str) -> str:
+        if name not in cache:
+            cache[name] = "(?:" + convert(rules[name]) + ")"
+        return cache[name]
+
+    def convert(body: str) -> str:
+        out, i = [], 0
+        while i < len(body):
+            c = body[i]
+            if c.isspace():
+                i += 1
+            elif c == '"':
+                j, lit = i + 1, []
+                while body[j] != '"':
+                    if body[j] == "\\":
+                        lit.append(escapes[body[j + 1]])
+                        j += 2
+                    else:
+                        lit.append(body[j])
+                        j += 1
+                out.append(re.escape("".join(lit)))
+                i = j + 1
+            elif c == "[":
+                j, cls = i + 1, []
+                while body[j] != "]":
+                    if body[j] == "\\":
+                        cls.append(re.escape(escapes[body[j + 1]]))
+                        j += 2
+                    else:
+                        cls.append(body[j] if body[j] == "^" and j == i + 1 else re.escape(body[j]))
+                        j += 1
+                out.append("[" + "".join(cls) + "]")
+                i = j + 1
+            elif c in "()|?*+":
+                out.append({"(": "(?:"}.get(c, c))
+                i += 1
+            elif c == "{":
+                j = body.index("}", i)
+                out.append(body[i:j + 1])
+                i = j + 1
+            else:
+                m = re.match(r"[a-z0-9-]+", body[i:])
+                out.append(expr(m.group()))
+                i += m.end()
+        return "".join(out)
+
+    return re.compile(expr("root"), re.DOTALL)
+
+
+SMALL = "X = 1\nY = 2\n\n\ndef f(a):\n    return a * X\n"
+
+
+def test_recogniser_accepts_what_the_grammar_is_for():
+    pattern = _gbnf_regex(delta_grammar(SMALL, max_blocks=2))
+    assert pattern.fullmatch("<<<<<<< SEARCH\nX = 1\n=======\nX = 3\n>>>>>>> REPLACE")
+    assert pattern.fullmatch("<<<<<<< SEARCH\n    return a * X\n=======\n    return a * X * 2\n    b = 1\n"
+                             ">>>>>>> REPLACE")
+    assert pattern.fullmatch("<<<<<<< SEARCH\nX = 1\n=======\nX = 3\n>>>>>>> REPLACE\n\n"
+                             "<<<<<<< SEARCH\nY = 2\n=======\nY = 4\n>>>>>>> REPLACE")
+    assert not pattern.fullmatch("<<<<<<< SEARCH\nZ = 1\n=======\nZ = 3\n>>>>>>> REPLACE")   # not in the parent
+    assert not pattern.fullmatch("<<<<<<< SEARCH\n    return a * X\n=======\nreturn a\n>>>>>>> REPLACE")  # indent
+
+
+@pytest.mark.parametrize("marker", ["=======", ">>>>>>> REPLACE", "<<<<<<< SEARCH", "==", ">>> x", "<b"])
+@pytest.mark.parametrize("indent", ["", "    "])
+def test_no_replace_line_can_be_a_block_marker(marker, indent):
+    """The defect: REPLACE could be `=======` or `>>>>>>> REPLACE`, so a model closed the block early
+    and kept writing. No line of a REPLACE part (rewritten or added) may start with = < >."""
+    pattern = _gbnf_regex(delta_grammar(SMALL, max_blocks=2))
+    window = "X = 1" if not indent else "    return a * X"
+    for replace in (f"{indent}{marker}", f"{window}\n{indent}{marker}"):
+        answer = f"<<<<<<< SEARCH\n{window}\n=======\n{replace}\n>>>>>>> REPLACE"
+        assert not pattern.fullmatch(answer), replace
+
+
+def test_every_answer_the_grammar_admits_for_a_window_applies():
+    """Sample answers the recogniser accepts (each window, rewritten with a changed constant) and
+    apply them: the grammar never admits an answer that fails on form."""
+    pattern = _gbnf_regex(delta_grammar(SMALL))
+    for window in unique_windows(SMALL):
+        replace = "\n".join(ln.replace("1", "7").replace("2", "9") for ln in window.splitlines())
+        answer = f"<<<<<<< SEARCH\n{window}\n=======\n{replace}\n>>>>>>> REPLACE"
+        if pattern.fullmatch(answer):
+            result = apply_output(SMALL, answer, mode="delta")
+            assert result.failure not in FORMAT_FAILURES, (answer, result.failure)

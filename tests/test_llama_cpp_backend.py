@@ -1,4 +1,4 @@
-"""The default generator backend: a private llama.cpp server for the bundled GGUF."""
+"""The default generator backend: a private llama.cpp server (xllamacpp) for a bundled GGUF."""
 from __future__ import annotations
 
 import os
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_generates_through_a_private_server_and_stops_it():
-    gen = make_generator(GeneratorConfig(backend="llama_cpp"))
+    gen = make_generator(GeneratorConfig(backend="llama_cpp", model="smollm2-135m"))
     answer = gen.generate([{"role": "user", "content": "Say hello."}],
                           sampling=SamplingConfig(max_new_tokens=16, temperature=0.0))[0]
     assert answer.tokens > 0 and answer.text.strip()
@@ -29,7 +29,7 @@ def test_generates_through_a_private_server_and_stops_it():
 def test_server_dies_with_its_parent_even_on_kill_minus_nine(tmp_path):
     code = ("from agent.generators.llama_cpp_backend import LlamaCppGenerator\n"
             "from agent.generators.base import GeneratorConfig\n"
-            "g = LlamaCppGenerator(config=GeneratorConfig(backend='llama_cpp'))\n"
+            "g = LlamaCppGenerator(config=GeneratorConfig(backend='llama_cpp', model='smollm2-135m'))\n"
             "g._client_ready(); print(g._server.process.pid, flush=True)\n"
             "import time; time.sleep(600)\n")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="YAML run config (fields of agent.config.RunConfig)")
     p.add_argument("--task", help="bundled task name or task .yaml")
     p.add_argument("--data-path", help="local copy of the task's dataset")
-    p.add_argument("--generator", help="LLM checkpoint: HF directory, .gguf file, or http(s)://host/v1 endpoint")
+    p.add_argument("--generator", help="LLM: a bundled model name (ensnas models), a .gguf file, an HF checkpoint "
+                                       "directory, or an http(s)://host/v1 endpoint")
     p.add_argument("--proposer", action="append", help="proposer name (repeatable): llm, random, evolution, ...")
     p.add_argument("--candidates", type=int, help="candidates per cycle per proposer")
     p.add_argument("--cycles", type=int)
@@ -56,12 +57,9 @@ def build_config(args) -> RunConfig:
 
 
 def _generator_from_flag(value: str) -> dict:
-    """http(s)://… → an OpenAI-compatible endpoint; a .gguf → llama.cpp; a directory → transformers."""
-    if value.startswith(("http://", "https://")):
-        return {"backend": "openai", "base_url": value}
-    if value.endswith(".gguf"):
-        return {"backend": "llama_cpp", "model": value}
-    return {"backend": "transformers", "model": value}
+    """A bundled name or a .gguf → llama.cpp; http(s)://… → OpenAI-compatible; a directory → transformers."""
+    from agent.generators.catalogue import resolve_generator
+    return resolve_generator(value)
 
 
 def run(args) -> int:

@@ -1,10 +1,17 @@
 """The `llm` proposer: prompt -> generator -> delta (or full rewrite) -> repair loop -> Candidate.
 
 One proposal is a short conversation. The first user turn is rendered from the prompt
-templates (task, parent with line numbers, its statistics, recent attempts, output format).
+templates (task, parent with line numbers, its statistics, recent attempts, the edits already
+tried on this parent, an optional direction, output format).
 The answer is applied to the parent (agent.delta); if that fails, or the result does not
 parse, or the sandbox build/shape/size check (Evaluator.check, no training) rejects it, the
 exact error goes back to the model as the next user turn, up to `repair_retries` times.
+
+Distinct ideas, not one idea n times: proposals of a cycle are generated one after another and
+each sees the edits already tried on its parent (its own earlier answers, the history's
+candidates of that parent, and the archived programs nearest to the parent, as compact diffs),
+with a per-proposal seed, a temperature from a rotating schedule and, optionally, a rotating
+operator hint ("change the activation", "add a residual path", ...).
 
 Bad model output never raises: every failure is one typed EditFailure, stored on the Candidate
 and counted in `self.stats` (per attempt and per final outcome). The Candidate's meta keeps the
@@ -12,6 +19,9 @@ prompt, every raw answer, each attempt's failure, tokens and seconds, and the un
 """
 from __future__ import annotations
 
+import ast
+import difflib
+import hashlib
 import logging
 from collections import Counter
 from typing import Any, Literal
@@ -21,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.delta import EditFailure, apply_output, unified_diff
 from agent.delta_grammar import delta_grammar
 from agent.generators.base import Generation, Generator, GeneratorConfig, GeneratorError, GeneratorTimeout, make_generator
+from agent.novelty import exact_jaccard
 from agent.proposers.base import Candidate, ProposalContext, Proposer, register_proposer
 from evaluator.failures import ConfigError
 from prompts import PromptRenderer
@@ -41,11 +52,45 @@ class LLMProposerConfig(BaseModel):
     repair_echo_chars: int = Field(4000, ge=0, description="how much of a failed answer is replayed in the repair turn")
     constrained: bool = Field(True, description="delta mode on a backend that takes a grammar: decode under "
                                                 "agent.delta_grammar, so every answer is one block that applies")
+    max_blocks: int = Field(1, ge=1, le=4, description="SEARCH/REPLACE blocks the delta grammar admits")
+    temperatures: list[float] = Field(default_factory=lambda: [0.7, 0.9, 1.1],
+                                      description="sampling temperature per proposal, rotating (empty: the generator's)")
+    show_tried: int = Field(8, ge=0, description="edits already tried on the parent shown as 'do not repeat' (0: off)")
+    hints: list[str] = Field(default_factory=list, description="operator hints, one per proposal, rotating "
+                                                               "(empty: none; see OPERATOR_HINTS)")
+
+
+OPERATOR_HINTS = [
+    "Change the activation function (for example GELU, SiLU, Tanh or LeakyReLU instead of ReLU).",
+    "Add a residual (skip) path or a normalisation layer.",
+    "Change the width or the depth of the network.",
+    "Regularise differently: dropout rate, weight noise, or a smaller layer.",
+    "Make the ensemble members more diverse: an architectural choice whose errors differ between runs.",
+]
 
 
 def empty_stats() -> dict[str, Any]:
-    return {"proposals": 0, "valid": 0, "valid_first_try": 0, "attempts": 0, "tokens": 0, "seconds": 0.0,
-            "attempt_failures": {}, "final_failures": {}}
+    return {"proposals": 0, "valid": 0, "valid_first_try": 0, "distinct_valid": 0, "attempts": 0, "tokens": 0,
+            "seconds": 0.0, "attempt_failures": {}, "final_failures": {}}
+
+
+def program_key(source: str) -> str:
+    """A program's identity up to formatting and comments (ast.unparse); two edits that give the
+    same key are the same idea written twice."""
+    try:
+        text = ast.unparse(ast.parse(source))
+    except (SyntaxError, ValueError, RecursionError):
+        text = "\n".join(line.rstrip() for line in source.strip().splitlines())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def compact_diff(parent: str, child: str, *, max_lines: int = 8) -> str:
+    """Only the changed lines ('- old', '+ new'), at most max_lines of them."""
+    lines = [ln for ln in difflib.unified_diff(parent.splitlines(), child.splitlines(), lineterm="", n=0)
+             if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines] + [f"  ... ({len(lines) - max_lines} more changed lines)"]
+    return "\n".join(lines)
 
 
 @register_proposer("llm")
@@ -63,6 +108,9 @@ class LLMProposer(Proposer):
         self.renderer = PromptRenderer(prompts_dir=self.config.prompts_dir)
         self.stats = empty_stats()
         self._grammar_for: tuple[str | None, str | None] = (None, None)  # (parent, its delta grammar)
+        self._own: dict[str, list[tuple[str, str]]] = {}   # parent key -> (source, outcome) of this process' edits
+        self._valid_keys: set[str] = set()
+        self._counter = 0                                  # proposals made: rotates temperature and hint
 
     @property
     def generator(self) -> Generator:
@@ -99,26 +147,68 @@ class LLMProposer(Proposer):
             self.config = self.config.model_copy(update={"generator": self._generator.config})
 
     def propose(self, ctx: ProposalContext, n: int) -> list[Candidate]:
-        cfg = self.config
-        parent = ctx.incumbent.source
-        prompt = self.renderer.proposal_messages(task=ctx.task, source=parent, mode=cfg.mode, members=ctx.members,
-                                                 statistics=ctx.incumbent.statistics,
-                                                 history=ctx.history[:cfg.history])
-        seeds = [int(ctx.rng.integers(0, 2**31 - 1)) for _ in range(n)]
-        firsts: list[Generation | None] = [None] * n
         if n > 1 and self.generator.batched:      # vLLM: all first answers in one batched call
+            plans = [self._plan(ctx) for _ in range(n)]
+            firsts: list[Generation | None] = [None] * n
             try:
-                firsts = list(self.generator.generate_batch([prompt] * n, seeds=seeds))
+                firsts = list(self.generator.generate_batch([p["prompt"] for p in plans], seeds=[p["seed"] for p in plans]))
             except GeneratorError as exc:
                 log.warning("batched generation failed, falling back to one call per proposal: %s", exc)
-        return [self._one(ctx, prompt, seed, first) for seed, first in zip(seeds, firsts)]
+            return [self._one(ctx, plan, first) for plan, first in zip(plans, firsts)]
+        # one after another: each proposal sees the edits the previous ones made
+        return [self._one(ctx, self._plan(ctx)) for _ in range(n)]
 
-    def _one(self, ctx: ProposalContext, prompt: list[dict[str, str]], seed: int,
-             first: Generation | None = None) -> Candidate:
+    def _plan(self, ctx: ProposalContext) -> dict[str, Any]:
+        """This proposal's prompt, seed, temperature and hint."""
+        cfg = self.config
+        k = self._counter
+        self._counter += 1
+        hint = cfg.hints[k % len(cfg.hints)] if cfg.hints else None
+        temperature = cfg.temperatures[k % len(cfg.temperatures)] if cfg.temperatures else None
+        history = ctx.history[:cfg.history]
+        prompt = self.renderer.proposal_messages(task=ctx.task, source=ctx.incumbent.source, mode=cfg.mode,
+                                                 members=ctx.members, statistics=ctx.incumbent.statistics,
+                                                 history=history, tried=self.tried(ctx, skip={r.id for r in history}),
+                                                 hint=hint)
+        return {"prompt": prompt, "seed": int(ctx.rng.integers(0, 2**31 - 1)), "temperature": temperature,
+                "hint": hint}
+
+    def tried(self, ctx: ProposalContext, *, skip: set[int] = frozenset()) -> list[dict[str, str]]:
+        """Edits already tried on the parent, most relevant first: this proposer's own earlier answers,
+        the history's children of the parent, then the history's programs nearest to the parent."""
+        limit = self.config.show_tried
+        if not limit:
+            return []
+        parent = ctx.incumbent.source
+        seen, out = {program_key(parent)}, []
+
+        def add(source: str, label: str) -> None:
+            key = program_key(source)
+            if key not in seen and len(out) < limit:
+                seen.add(key)
+                diff = compact_diff(parent, source)
+                if diff:
+                    out.append({"label": label, "diff": diff})
+
+        for source, outcome in reversed(self._own.get(program_key(parent), [])):
+            add(source, f"an earlier answer ({outcome})")
+        others = [r for r in ctx.history if r.source and r.id not in skip and r.id != ctx.incumbent.id]
+        for r in others:
+            if r.parent_id == ctx.incumbent.id:
+                add(r.source, f"#{r.id} {r.status}")
+        for r in sorted(others, key=lambda r: -exact_jaccard(parent, r.source)):
+            add(r.source, f"#{r.id} {r.status} (a similar program)")
+        return out
+
+    def _one(self, ctx: ProposalContext, plan: dict[str, Any], first: Generation | None = None) -> Candidate:
         cfg = self.config
         parent = ctx.incumbent.source
+        prompt, seed = plan["prompt"], plan["seed"]
         grammar = self._grammar(parent)
-        base_sampling = self.generator.config.sampling.model_copy(update={"grammar": grammar})
+        update: dict[str, Any] = {"grammar": grammar}
+        if plan["temperature"] is not None:
+            update["temperature"] = plan["temperature"]
+        base_sampling = self.generator.config.sampling.model_copy(update=update)
         messages = list(prompt)
         attempts: list[dict[str, Any]] = []
         raw: list[str] = []
@@ -153,25 +243,34 @@ class LLMProposer(Proposer):
             messages = list(prompt) + [{"role": "assistant", "content": echo},
                                        self.renderer.repair_message(mode=cfg.mode, failure=failure.value,
                                                                     detail=detail[:2000])]
-        return self._candidate(ctx, prompt, raw, attempts, failure, detail, source, build_reason, seed)
+        if source != parent:
+            outcome = "valid" if failure is None else failure.value
+            self._own.setdefault(program_key(parent), []).append((source, outcome))
+        return self._candidate(ctx, plan, raw, attempts, failure, detail, source, build_reason)
 
     def _grammar(self, parent: str) -> str | None:
         if self.config.mode != "delta" or not self.config.constrained or not self.generator.accepts_grammar:
             return None
         if self._grammar_for[0] != parent:
             try:
-                self._grammar_for = (parent, delta_grammar(parent))
+                self._grammar_for = (parent, delta_grammar(parent, max_blocks=self.config.max_blocks))
             except ValueError:  # no unique line to anchor on: generate unconstrained
                 self._grammar_for = (parent, None)
         return self._grammar_for[1]
 
-    def _candidate(self, ctx, prompt, raw, attempts, failure, detail, source, build_reason, seed) -> Candidate:
+    def _candidate(self, ctx, plan, raw, attempts, failure, detail, source, build_reason) -> Candidate:
         parent = ctx.incumbent.source
         tokens = sum(a["tokens"] or 0 for a in attempts)
         seconds = sum(a["seconds"] or 0.0 for a in attempts)
-        self._count(attempts, failure, tokens, seconds)
-        meta = {"prompt": prompt, "raw_outputs": raw, "attempts": attempts, "mode": self.config.mode,
-                "tokens": tokens, "seconds": seconds, "seed": seed, "generator": self.generator.describe(),
+        key = program_key(source)
+        distinct = failure is None and key not in self._valid_keys
+        if failure is None:
+            self._valid_keys.add(key)
+        self._count(attempts, failure, tokens, seconds, distinct)
+        meta = {"prompt": plan["prompt"], "raw_outputs": raw, "attempts": attempts, "mode": self.config.mode,
+                "tokens": tokens, "seconds": seconds, "seed": plan["seed"], "temperature": plan["temperature"],
+                "hint": plan["hint"], "program_key": key, "distinct": distinct,
+                "generator": self.generator.describe(),
                 "constrained": self._grammar(parent) is not None,
                 "failure_reasons": [a["failure"] for a in attempts if a["failure"]],
                 "diff": unified_diff(parent, source) if source != parent else ""}
@@ -180,9 +279,11 @@ class LLMProposer(Proposer):
         return Candidate(source=source, parent_id=ctx.incumbent.id, proposer=self.name, meta=meta,
                          failure=failure.value if failure else None, failure_detail=detail if failure else "")
 
-    def _count(self, attempts: list[dict[str, Any]], failure: EditFailure | None, tokens: int, seconds: float) -> None:
+    def _count(self, attempts: list[dict[str, Any]], failure: EditFailure | None, tokens: int, seconds: float,
+               distinct: bool) -> None:
         s = self.stats
         s["proposals"] += 1
+        s["distinct_valid"] = s.get("distinct_valid", 0) + int(distinct)
         s["attempts"] += len(attempts)
         s["tokens"] += tokens
         s["seconds"] += seconds
@@ -197,10 +298,13 @@ class LLMProposer(Proposer):
 
     def state_dict(self) -> dict[str, Any]:
         gen_cfg = self._generator.config if self._generator is not None else self.config.generator
-        return {"stats": self.stats, "adapter": gen_cfg.adapter, "adapter_version": gen_cfg.adapter_version}
+        return {"stats": self.stats, "adapter": gen_cfg.adapter, "adapter_version": gen_cfg.adapter_version,
+                "counter": self._counter, "valid_keys": sorted(self._valid_keys)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stats = {**empty_stats(), **state.get("stats", {})}
+        self._counter = int(state.get("counter", 0))
+        self._valid_keys = set(state.get("valid_keys", []))
         current = self._generator.config if self._generator is not None else self.config.generator
         if state.get("adapter") and not current.adapter:     # an adapter bound by the loop is newer: keep it
             path, version = state["adapter"], int(state.get("adapter_version") or 1)
