@@ -133,6 +133,7 @@ def add_hostile_rows(store: RunStore, payload: str = PAYLOAD) -> list[int]:
         db.execute("INSERT INTO islands VALUES(?, ?)", (1, payload))
         store.set_state("timings", dict(store.get_state("timings") or {}, **{payload: 1.0}), db)
         store.set_state("proposer:" + payload, {"note": payload}, db)
+        store.set_state(payload, {payload: payload}, db)
     config = store.get_meta("config") or {}
     store.set_meta("config", dict(config, task=payload))
     return ids

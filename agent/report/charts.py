@@ -102,6 +102,7 @@ def progress(view: RunView) -> str | None:
         ax.step(x, [v if v is not None else np.nan for v in inc], where="post", color="#2ca02c", lw=1.6,
                 label="incumbent (accepted)")
         ax.set_ylim(top=top)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("evaluation (in order of completion)")
         ax.set_ylabel(f"predicted {view.members}-ensemble Brier (val)")
         ax.set_title("per evaluation (▲: above the axis)")

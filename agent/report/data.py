@@ -16,6 +16,7 @@ from agent.store import CandidateRow, RunStore
 from evaluator.statistics import predicted_from_dict
 
 KNOWN_TABLES = {"meta", "cycles", "candidates", "adapters", "state", "sqlite_sequence"}
+KNOWN_STATE = {"incumbent", "seed_id", "noise_variance", "timings", "final_report", "sandbox_backend"}
 LATENCY_KEYS = ("latency_ms", "latency", "latency_b1_ms", "latency_batch1_ms")
 EVALUATED = ("accepted", "rejected", "evaluated", "seed")
 
@@ -59,6 +60,8 @@ class RunView:
     final: dict | None
     noise_variance: float | None
     proposer_state: dict[str, Any]
+    sandbox: str | None = None
+    extra_state: dict[str, Any] = field(default_factory=dict)
     extra_tables: dict[str, tuple[list[str], list[tuple], int]] = field(default_factory=dict)
 
     @property
@@ -107,16 +110,20 @@ def load(store: RunStore, *, extra_rows: int = 50) -> RunView:
     members = config.get("acceptance", {}).get("members") if isinstance(config.get("acceptance"), dict) else None
     members = int(members) if isinstance(members, int) and members >= 2 else 5
     candidates = [Candidate(row=r, predicted=_predicted(r, members), latency=_latency(r)) for r in store.candidates()]
-    proposer_state = {}
-    for key, value in store.db.execute("SELECT key, value FROM state WHERE key LIKE 'proposer:%'"):
-        proposer_state[key.split(":", 1)[1]] = store.get_state(key)
+    proposer_state, extra_state = {}, {}
+    for (key,) in store.db.execute("SELECT key FROM state ORDER BY key").fetchall():
+        if key.startswith("proposer:"):
+            proposer_state[key.split(":", 1)[1]] = store.get_state(key)
+        elif key not in KNOWN_STATE:  # e.g. a bandit's allocation, before it has its own section
+            extra_state[key] = store.get_state(key)
     timings = {k: v for k, v in _dict(store.get_state("timings")).items() if number(v) is not None}
     return RunView(
         run_dir=str(store.dir), config=config, versions=_dict(store.get_meta("versions")), members=members,
         candidates=candidates, cycles=list(store.cycles()), adapters=store.adapters(),
         incumbent=store.get_state("incumbent"), seed_id=store.get_state("seed_id"), timings=timings,
         final=store.get_state("final_report"), noise_variance=number(store.get_state("noise_variance")),
-        proposer_state=proposer_state, extra_tables=_extra_tables(store.db, extra_rows))
+        proposer_state=proposer_state, sandbox=store.get_state("sandbox_backend"), extra_state=extra_state,
+        extra_tables=_extra_tables(store.db, extra_rows))
 
 
 # -- derived series: small pure functions over the view ---------------------------------------

@@ -79,7 +79,7 @@ def diff_html(text: str | None, limit: int = MAX_TEXT) -> str:
         else:
             cls = "dc"
         out.append(f'<span class="{cls}">{esc(line, None)}</span>')
-    return '<pre class="diff">' + "\n".join(out) + "</pre>"
+    return '<pre class="diff">' + "".join(out) + "</pre>"  # block spans: one line each
 
 
 def details(summary: str, body: str, *, open_: bool = False, cls: str = "") -> str:

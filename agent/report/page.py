@@ -53,7 +53,8 @@ section{scroll-margin-top:5rem}
 section.cand{border:1px solid var(--line);border-radius:6px;padding:.6rem .9rem;margin:1rem 0}
 section.cand:target{outline:3px solid #0b62c4}
 details{margin:.3rem 0}summary{cursor:pointer;color:#0b62c4}
-.decision{background:var(--alt);border-radius:4px;padding:.3rem .7rem;margin:.4rem 0}
+.decision{background:var(--alt);border-radius:4px;padding:.3rem .7rem;flex:1 1 24rem}
+.cols{display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start}
 ul.tree{list-style:none;padding-left:0;font-size:.88rem}
 ul.tree ul{list-style:none;padding-left:1.1rem;border-left:1px dotted var(--line);margin-left:.4rem}
 ul.tree li{margin:.12rem 0}

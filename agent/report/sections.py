@@ -58,10 +58,13 @@ def summary(view: RunView):
         ("run directory", esc(view.run_dir)),
         ("task", esc(cfg.get("task", "?"))),
         ("proposers", esc(proposers or "–")),
-        ("generator", esc(" · ".join(f"{k} {gen[k]}" for k in ("backend", "model", "base_url") if gen.get(k)) or "–")),
+        ("generator", esc(" · ".join(f"{k} {gen[k]}" for k in ("backend", "model", "base_url") if gen.get(k)) or "–")
+         + "".join(f"<br><span class='muted'>{esc(g, 300)}</span>" for g in _generators(rows))),
         ("adapters (CE updates)", esc(adapters) if adapters else "none"),
         ("versions", esc(", ".join(f"{k} {v}" for k, v in view.versions.items() if v)) or "–"),
+        ("sandbox", esc(view.sandbox or "–")),
         ("members M", num(view.members, "int")),
+        ("pooled seed noise", num(view.noise_variance, ".3e", missing="off")),
         ("cycles", f"{len(done)} done of {num(cfg.get('cycles'), 'int')}"),
         ("candidates", esc(", ".join(f"{v} {k}" for k, v in sorted(Counter(str(c.status) for c in rows).items())))),
         ("evaluations", f"{len(evaluated)} scored, {instances} proxy instances trained, "
@@ -73,6 +76,19 @@ def summary(view: RunView):
     body = kv_table(info) + _final_scores(view)
     body += details("configuration", as_json(cfg))
     return "Run summary", body
+
+
+def _generators(rows: list[Candidate]) -> list[str]:
+    """The generators the LLM proposals name (model, backend, adapter version), first seen first."""
+    seen: dict[str, None] = {}
+    for c in rows:
+        g = c.meta.get("generator") if isinstance(c.meta, dict) else None
+        if isinstance(g, dict):
+            adapter = f"adapter v{g.get('adapter_version')}" if g.get("adapter") else "no adapter"
+            g = " · ".join(str(x) for x in (g.get("backend"), g.get("model"), adapter, g.get("served_by")) if x)
+        if g:
+            seen.setdefault(str(g), None)
+    return list(seen)[:10]
 
 
 def _final_scores(view: RunView) -> str:
@@ -249,10 +265,9 @@ def _card(view: RunView, c: Candidate) -> str:
         if c.latency is not None:
             rows.append(("latency (ms)", num(c.latency, ".3g")))
         rows.append(("evaluation wall s", num(c.eval_seconds, ".1f")))
-        parts.append(kv_table(rows))
     decision = c.decision if isinstance(c.decision, dict) else None
-    if decision:
-        parts.append(_decision(decision))
+    if stats or decision:
+        parts.append(f'<div class="cols">{kv_table(rows) if stats else ""}{_decision(decision) if decision else ""}</div>')
     parts.append(details("diff against its parent", diff_html(c.diff),
                          open_=c.status in ("accepted", "failed") or c.id == view.incumbent))
     if c.source:
@@ -300,13 +315,15 @@ def _meta(meta: dict) -> str:
 
 # -- tables the report does not know yet ---------------------------------------------------------
 def other_tables(view: RunView):
-    if not view.extra_tables:
+    if not view.extra_tables and not view.extra_state:
         return None
-    body = "<p class='muted'>Store tables without a dedicated section yet (first rows).</p>"
+    body = "<p class='muted'>Store tables and state without a dedicated section yet (first rows).</p>"
     for name, (columns, rows, total) in view.extra_tables.items():
         cells = [[esc(v, 300) for v in r] for r in rows]
         body += details(f"{esc(name)} ({total} rows)", table([esc(c) for c in columns], cells))
-    return "Other store tables", body
+    for key, value in view.extra_state.items():
+        body += details(f"state {esc(key)}", as_json(value, 4000))
+    return "Other store data", body
 
 
 SECTIONS: list[tuple[str, Callable[[RunView], tuple[str, str] | None]]] = [
