@@ -38,9 +38,11 @@ def _probs(rng: np.random.Generator, labels: np.ndarray, skill: float, k: int = 
     return e / e.sum(-1, keepdims=True)
 
 
-def synthetic_store(run_dir: Path, *, cycles: int = 3, per_cycle: int = 4, seed: int = 0) -> RunStore:
+def synthetic_store(run_dir: Path, *, cycles: int = 3, per_cycle: int = 4, seed: int = 0,
+                    population: bool = False) -> RunStore:
     """A run written through the store API with real statistics and real acceptance decisions
-    computed from random (not trained) predictions: fast, and every table filled as the loop fills it."""
+    computed from random (not trained) predictions: fast, and every table filled as the loop fills it.
+    `population`: also latency, islands, archive membership and the bandit's allocations."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 3, size=200)
     store = RunStore(run_dir, create=True)
@@ -50,10 +52,20 @@ def synthetic_store(run_dir: Path, *, cycles: int = 3, per_cycle: int = 4, seed:
 
     def evaluate(cid: int, skill: float, k: int = 2) -> np.ndarray:
         probs = _probs(rng, labels, skill, k)
+        latency = {"batch_1_ms": float(rng.uniform(0.1, 2)), "batch_256_ms": float(rng.uniform(2, 40))}
         store.record_evaluation(cid, ok=True, reason=None, detail="", statistics=compute_statistics(probs, labels).as_dict(),
                                 param_count=int(rng.integers(5_000, 200_000)), seconds=float(rng.uniform(1, 5)),
-                                val=probs, test=probs)
+                                val=probs, test=probs, latency=latency if population else None)
+        if population:
+            with store.transaction() as db:
+                island = cid % 2
+                db.execute("UPDATE candidates SET island = ?, arm = ? WHERE id = ?", (island, "evolution:mutate", cid))
+                store.archive_enter(db, island=island, candidate_id=cid, cycle=cycle_now[0], origin="entered")
+                if cid > 3 and cid % 3 == 0:
+                    store.archive_leave(db, island=island, candidate_id=cid, cycle=cycle_now[0], reason=f"dominated by #{cid - 1}")
         return probs
+
+    cycle_now = [0]
 
     with store.transaction() as db:
         seed_id = store.insert_candidate(db, cycle=0, proposer="seed", parent_id=None, source="def build_model(): ...\n",
@@ -65,6 +77,11 @@ def synthetic_store(run_dir: Path, *, cycles: int = 3, per_cycle: int = 4, seed:
         store.set_state("seed_id", seed_id, db)
     incumbent = seed_id
     for cycle in range(1, cycles + 1):
+        cycle_now[0] = cycle
+        if population:
+            with store.transaction() as db:
+                store.record_allocation(db, cycle=cycle, allocation={"random": 2, "evolution:mutate": per_cycle - 2},
+                                        state={"random": {"pulls": 2.0 * cycle, "reward": 0.5}})
         with store.transaction() as db:
             db.execute("INSERT INTO cycles(cycle, status, started, incumbent_before) VALUES(?,?,?,?)",
                        (cycle, "evaluating", 1.7e9 + cycle, incumbent))
@@ -129,6 +146,11 @@ def add_hostile_rows(store: RunStore, payload: str = PAYLOAD) -> list[int]:
     decision.setdefault("delta", 0.0)
     with store.transaction() as db:
         store.set_decision(db, ids[3], accepted=False, decision=decision)
+        db.execute("UPDATE candidates SET arm = ?, island = 1 WHERE id = ?", (payload, ids[3]))
+        store.archive_enter(db, island=0, candidate_id=ids[3], cycle=cycle, origin=payload)
+        store.archive_leave(db, island=0, candidate_id=ids[3], cycle=cycle, reason=payload)
+        store.archive_enter(db, island=1, candidate_id=ids[3], cycle=cycle, origin=payload)
+        store.record_allocation(db, cycle=cycle, allocation={payload: 1}, state={payload: {"pulls": 1.0, "reward": 0.0}})
         db.execute("CREATE TABLE IF NOT EXISTS islands(island INTEGER, note TEXT)")
         db.execute("INSERT INTO islands VALUES(?, ?)", (1, payload))
         store.set_state("timings", dict(store.get_state("timings") or {}, **{payload: 1.0}), db)

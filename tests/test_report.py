@@ -144,15 +144,14 @@ def test_sections_follow_the_data(tmp_path):
     store = synthetic_store(tmp_path / "run")
     page = _render(store)
     assert "Not deployed yet" in page and 'id="tables"' not in page
+    assert "no latency measured in this run" in page and "island 0" not in page and "Bandit allocation" not in page
+
+    store = synthetic_store(tmp_path / "population", population=True)
     rows = [r for r in store.candidates() if r.statistics]
     with store.transaction() as db:
-        # what other engineers are adding: latency, instances per decision, islands/archive tables
-        for i, r in enumerate(rows):
-            db.execute("UPDATE candidates SET meta = ? WHERE id = ?",
-                       (__import__("json").dumps({"latency_ms": 0.5 + i}), r.id))
-        db.execute("CREATE TABLE archive(island INTEGER, candidate INTEGER)")
-        db.execute("INSERT INTO archive VALUES(0, ?)", (rows[0].id,))
-        store.set_state("bandit", {"allocation": {"llm": 0.7, "evolution": 0.3}}, db)
+        db.execute("CREATE TABLE future_thing(x INTEGER, y TEXT)")  # a table no section knows yet
+        db.execute("INSERT INTO future_thing VALUES(1, 'hello')")
+        store.set_state("bandit_debug", {"allocation": {"llm": 0.7, "evolution": 0.3}}, db)
         store.set_state("final_report", {"members": 5, "seed_id": rows[0].id, "final_id": rows[-1].id,
                                          "final": {"brier": 0.1, "accuracy": 0.9}, "seed": {"brier": 0.2, "accuracy": 0.8},
                                          "test_brier_gain": 0.1, "export_dir": "export"}, db)
@@ -161,24 +160,34 @@ def test_sections_follow_the_data(tmp_path):
         store.set_decision(db, decided.id, accepted=decided.status == "accepted",
                            decision=dict(decided.decision, instances_trained=6))
     page = _render(store)
-    assert 'id="tables"' in page and "archive (1 rows)" in page and "state bandit" in page and "allocation" in page
-    assert "error × parameters × latency" in page and "latency (ms)" in page
+    assert 'id="tables"' in page and "future_thing (1 rows)" in page and "state bandit_debug" in page
+    assert "islands' Pareto archives" in page and "<h3>island 0:" in page and "<h3>island 1:" in page
+    assert "former archive members" in page and "dominated by #" in page
+    assert "Bandit allocation" in page and "evolution:mutate" in page
+    assert "latency b1 / b256 (ms)" in page and "latency, batch 1 (ms)" in page
     assert "instances_trained" in page
-    assert "Test Brier gain over the seed: <b>+0.1000</b>" in page
+    assert "Test Brier gain over the seed: <b>+0.1000</b>" in page and str(store.dir / "export") in page
 
 
-def test_pareto_front_matches_a_sort_and_sweep():
+def test_pareto_front_is_the_population_modules_dominance():
+    """Against agent.population.pareto (pairwise, exact costs) in 2 and 3 objectives, and a sort-and-
+    sweep in 2, on points with many ties."""
+    from agent.population.pareto import compare_cost, dominates
     rng = np.random.default_rng(0)
-    for _ in range(50):
-        pts = [tuple(p) for p in rng.integers(0, 8, size=(int(rng.integers(1, 30)), 2)).astype(float)]
-        order = sorted(range(len(pts)), key=lambda i: pts[i])
-        sweep, best = set(), np.inf
-        for i in order:  # by x then y: a point is on the front iff its y beats every smaller-x point's
-            x, y = pts[i]
-            if y < best or (y == best and any(pts[j] == pts[i] for j in sweep)):
-                sweep.add(i)
-                best = min(best, y)
-        assert set(pareto_front(pts)) == sweep
+    for dims in (2, 3):
+        for _ in range(40):
+            pts = [tuple(p) for p in rng.integers(0, 6, size=(int(rng.integers(1, 30)), dims)).astype(float)]
+            brute = [i for i, p in enumerate(pts)
+                     if not any(dominates({k: compare_cost(b, a) for k, (a, b) in enumerate(zip(p, q))})
+                                for j, q in enumerate(pts) if j != i)]
+            assert pareto_front(pts) == brute
+            if dims == 2:
+                best, sweep = np.inf, set()
+                for i in sorted(range(len(pts)), key=lambda i: pts[i]):  # by x, then y
+                    if pts[i][1] < best or any(pts[j] == pts[i] for j in sweep):
+                        sweep.add(i)
+                        best = min(best, pts[i][1])
+                assert set(brute) == sweep
 
 
 def test_the_tree_shows_every_row_once_whatever_the_parent_ids(store):
@@ -233,3 +242,28 @@ def test_cli_writes_atomically_and_fails_with_a_typed_error(store, tmp_path, cap
 
 def test_default_location_is_the_run_directory(store):
     assert write_report(store) == store.dir / "report.html"
+
+
+def test_an_empty_or_corrupt_database_is_one_line_exit_2_and_nothing_is_written(tmp_path, capsys):
+    """As for the other read commands (tests/test_run_dir.py): a typed error, the run untouched."""
+    import os
+    from tests.test_run_dir import _store_only_run
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "run.sqlite").write_bytes(b"")
+    assert main(["report", str(empty)]) == 2
+    assert "run.sqlite is empty" in capsys.readouterr().err
+    assert [p.name for p in empty.iterdir()] == ["run.sqlite"]
+
+    corrupt = tmp_path / "corrupt"
+    _store_only_run(corrupt, candidates=200, source_bytes=2000)
+    db = corrupt / "run.sqlite"
+    data = bytearray(db.read_bytes())
+    for start in range(len(data) // 3 // 4096 * 4096, 2 * len(data) // 3, 4096):  # the middle third
+        data[start:start + 4096] = os.urandom(4096)
+    db.write_bytes(bytes(data))
+    before = sorted(p.name for p in corrupt.iterdir())
+    assert main(["report", str(corrupt)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "restore run.sqlite" in err
+    assert sorted(p.name for p in corrupt.iterdir()) == before  # no report.html, no -wal/-shm

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from agent.report.data import (RunView, best_so_far, evaluation_order, incumbent_trace, number, pareto_front,
-                               proposer_table)
+from agent.report.data import (RunView, best_so_far, current_archive, evaluation_order, incumbent_trace, number,
+                               pareto_front, proposer_table)
 
 RC = {"svg.fonttype": "none", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
       "svg.hashsalt": "ensnas-report", "axes.spines.top": False, "axes.spines.right": False}
@@ -145,21 +145,33 @@ def _per_cycle(view: RunView, ax, order) -> None:
 
 
 def pareto(view: RunView) -> str | None:
-    """Predicted error × parameters (× latency as colour when measured) of every evaluated
-    candidate, the non-dominated front drawn through them."""
+    """Predicted error × parameters of every evaluated candidate, latency as colour when measured.
+    The front: the population's archives when the run has them (ringed), else the candidates no
+    other dominates on point estimates (a staircase in 2-D; ringed when latency is a third axis)."""
     pts = [c for c in view.candidates if c.predicted is not None and number(c.param_count)]
     if not pts:
         return None
-    has_latency = any(c.latency is not None for c in pts)
-    keyed = [c for c in pts if c.latency is not None] if has_latency else pts
-    coords = [(c.predicted, float(c.param_count)) + ((c.latency,) if has_latency else ()) for c in keyed]
-    front = sorted((keyed[i] for i in pareto_front(coords)), key=lambda c: c.param_count)
-    with _figure(6.5, 4.2, right=0.1 if has_latency else 0.15) as (fig, (ax,)):
-        if has_latency:
-            sc = ax.scatter([c.param_count for c in keyed], [c.predicted for c in keyed],
-                            c=[c.latency for c in keyed], cmap="viridis", s=26, zorder=3)
-            fig.colorbar(sc, ax=ax, label="latency (ms)")
-            sc.set_urls([f"#c{c.id}" for c in keyed])
+    timed = [c for c in pts if c.latency is not None]
+    archive = {cid for ids in current_archive(view).values() for cid in ids}
+    if archive:
+        front, label = [c for c in pts if c.id in archive], "in an island's archive now"
+    else:
+        keyed = timed or pts
+        coords = [(c.predicted, float(c.param_count)) + ((c.latency,) if timed else ()) for c in keyed]
+        front = [keyed[i] for i in pareto_front(coords)]
+        label = "non-dominated (error, params, latency)" if timed else "non-dominated front"
+    front.sort(key=lambda c: (c.param_count, c.predicted))
+    with _figure(6.8, 4.2, right=0.1) as (fig, (ax,)):
+        if timed:
+            sc = ax.scatter([c.param_count for c in timed], [c.predicted for c in timed], c=[c.latency for c in timed],
+                            cmap="viridis", norm="log", s=26, zorder=3)
+            fig.colorbar(sc, ax=ax, label="latency, batch 1 (ms)")
+            sc.set_urls([f"#c{c.id}" for c in timed])
+            untimed = [c for c in pts if c.latency is None]
+            if untimed:
+                sc = ax.scatter([c.param_count for c in untimed], [c.predicted for c in untimed], s=20,
+                                facecolor="none", edgecolor="#7f7f7f", label="no latency measured", zorder=3)
+                sc.set_urls([f"#c{c.id}" for c in untimed])
         else:
             for status, colour in STATUS_COLOURS.items():
                 mine = [c for c in pts if c.status == status]
@@ -167,8 +179,12 @@ def pareto(view: RunView) -> str | None:
                     sc = ax.scatter([c.param_count for c in mine], [c.predicted for c in mine], s=26, color=colour,
                                     label=status, zorder=3, alpha=0.8)
                     sc.set_urls([f"#c{c.id}" for c in mine])
-        ax.step([c.param_count for c in front], [c.predicted for c in front], where="post", color="black", lw=1,
-                label="non-dominated front", zorder=2)
+        if archive or timed:
+            ax.scatter([c.param_count for c in front], [c.predicted for c in front], s=90, facecolor="none",
+                       edgecolor="black", linewidth=1.2, label=label, zorder=4)
+        else:
+            ax.step([c.param_count for c in front], [c.predicted for c in front], where="post", color="black", lw=1,
+                    label=label, zorder=2)
         ax.set_xscale("log")
         ax.set_ylim(top=_clip_top([c.predicted for c in pts], [c.predicted for c in front]))
         ax.set_xlabel("parameters (one member)")

@@ -12,12 +12,14 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from agent.store import CandidateRow, RunStore
 from evaluator.statistics import predicted_from_dict
 
-KNOWN_TABLES = {"meta", "cycles", "candidates", "adapters", "state", "sqlite_sequence"}
+KNOWN_TABLES = {"meta", "cycles", "candidates", "adapters", "state", "sqlite_sequence", "archive", "bandit"}
 KNOWN_STATE = {"incumbent", "seed_id", "noise_variance", "timings", "final_report", "sandbox_backend"}
-LATENCY_KEYS = ("latency_ms", "latency", "latency_b1_ms", "latency_batch1_ms")
+LATENCY_KEYS = ("batch_1_ms", "latency_ms")  # the store's candidates.latency {"batch_1_ms", "batch_256_ms"}
 EVALUATED = ("accepted", "rejected", "evaluated", "seed")
 
 
@@ -60,6 +62,8 @@ class RunView:
     final: dict | None
     noise_variance: float | None
     proposer_state: dict[str, Any]
+    archive: list[dict] = field(default_factory=list)       # membership rows over time (population search)
+    allocations: list[dict] = field(default_factory=list)   # the bandit's split of each cycle
     sandbox: str | None = None
     extra_state: dict[str, Any] = field(default_factory=dict)
     extra_tables: dict[str, tuple[list[str], list[tuple], int]] = field(default_factory=dict)
@@ -74,7 +78,8 @@ def _dict(value: Any) -> dict:
 
 
 def _latency(row: CandidateRow) -> float | None:
-    for source in (row.meta, row.statistics):
+    """Batch-1 CPU latency (ms) when the run measured it."""
+    for source in (getattr(row, "latency", None), row.meta):
         for key in LATENCY_KEYS:
             value = number(_dict(source).get(key))
             if value is not None:
@@ -89,11 +94,14 @@ def _predicted(row: CandidateRow, members: int) -> float | None:
     return number(predicted_from_dict(stats, members))
 
 
+def _tables(db) -> set[str]:
+    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 def _extra_tables(db: sqlite3.Connection, limit: int) -> dict[str, tuple[list[str], list[tuple], int]]:
     """Tables this report has no dedicated section for (islands, archive, bandit, ...): shown raw."""
     out = {}
-    names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-    for name in names:
+    for name in sorted(_tables(db)):
         if name in KNOWN_TABLES:
             continue
         quoted = '"' + name.replace('"', '""') + '"'
@@ -117,12 +125,15 @@ def load(store: RunStore, *, extra_rows: int = 50) -> RunView:
         elif key not in KNOWN_STATE:  # e.g. a bandit's allocation, before it has its own section
             extra_state[key] = store.get_state(key)
     timings = {k: v for k, v in _dict(store.get_state("timings")).items() if number(v) is not None}
+    tables = _tables(store.db)  # a run opened read-only keeps the schema it was written with
+    archive = store.archive_history() if "archive" in tables else []
+    allocations = store.allocations() if "bandit" in tables else []
     return RunView(
         run_dir=str(store.dir), config=config, versions=_dict(store.get_meta("versions")), members=members,
         candidates=candidates, cycles=list(store.cycles()), adapters=store.adapters(),
         incumbent=store.get_state("incumbent"), seed_id=store.get_state("seed_id"), timings=timings,
         final=store.get_state("final_report"), noise_variance=number(store.get_state("noise_variance")),
-        proposer_state=proposer_state, sandbox=store.get_state("sandbox_backend"), extra_state=extra_state,
+        proposer_state=proposer_state, archive=archive, allocations=allocations, sandbox=store.get_state("sandbox_backend"), extra_state=extra_state,
         extra_tables=_extra_tables(store.db, extra_rows))
 
 
@@ -153,14 +164,22 @@ def incumbent_trace(view: RunView) -> list[float | None]:
 
 
 def pareto_front(points: list[tuple[float, ...]]) -> list[int]:
-    """Indices of the points no other point dominates (every coordinate minimised)."""
-    front = []
-    for i, p in enumerate(points):
-        dominated = any(all(a <= b for a, b in zip(q, p)) and any(a < b for a, b in zip(q, p))
-                        for j, q in enumerate(points) if j != i)
-        if not dominated:
-            front.append(i)
-    return front
+    """Indices of the points no other point dominates on point estimates: every coordinate
+    minimised, compared exactly (agent.population.pareto.dominates with zero tolerance, vectorised).
+    Only for runs without a population archive, whose own dominance asks the acceptance bound."""
+    if not points:
+        return []
+    pts = np.asarray(points, dtype=float)
+    return [i for i, p in enumerate(pts) if not ((pts <= p).all(1) & (pts < p).any(1)).any()]
+
+
+def current_archive(view: RunView) -> dict[int, list[int]]:
+    """Island → the candidate ids in its archive now (the population search's Pareto fronts)."""
+    out: dict[int, list[int]] = {}
+    for r in view.archive:
+        if r.get("left_cycle") is None:
+            out.setdefault(r["island"], []).append(r["candidate_id"])
+    return out
 
 
 def outcome(c: Candidate) -> str:

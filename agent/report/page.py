@@ -112,8 +112,9 @@ def render(view: data.RunView, *, generated: float | None = None) -> str:
 
 
 def open_store(run_dir: Path) -> RunStore:
-    """The store, opened the way read-only commands open it."""
-    return RunStore(Path(run_dir))
+    """The store read-only, as the other inspect commands open it: nothing in the run changes, and
+    it works while the run is writing."""
+    return RunStore(Path(run_dir), read_only=True)
 
 
 def write_report(store: RunStore, out: Path | None = None) -> Path:

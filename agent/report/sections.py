@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from pathlib import Path
 from typing import Callable
 
+from agent.deploy import export_path
 from agent.report import charts
-from agent.report.data import Candidate, RunView, ancestry, failure_label, number, proposer_table
+from agent.report.data import (Candidate, RunView, ancestry, current_archive, failure_label, number,
+                               proposer_table)
 from agent.report.markup import as_json, attr, details, diff_html, esc, kv_table, num, pre, table
 
 DECISION_FIELDS = [("delta", "Δ = E_a − E_a′", "+.5f"), ("threshold", "threshold ((M−1)/M)(D_a − D_a′)", "+.5f"),
@@ -19,6 +22,10 @@ STAT_FIELDS = [("member_error", "E_a (mean member Brier)", ".5f"), ("diversity",
                ("correlation", "ρ", ".4f"), ("variance", "σ²", ".5f"), ("ambiguity", "ambiguity Ā", ".5f"),
                ("ensemble_error", "measured K-ensemble Brier", ".5f"), ("noise_variance", "σ²_noise (seeds)", ".3e"),
                ("accuracy", "accuracy (mean member)", ".4f"), ("cross_entropy", "cross-entropy", ".4f")]
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _when(ts) -> str:
@@ -108,7 +115,7 @@ def _final_scores(view: RunView) -> str:
     gain = rep.get("test_brier_gain")
     caption = (f"<p>Deployed {num(rep.get('members'), 'int')}-member ensembles on the test split "
                f"(fresh seeds, never seen by the search). Test Brier gain over the seed: "
-               f"<b>{num(gain, '+.4f')}</b>. Exported to <code>{esc(rep.get('export_dir', '–'))}</code>.</p>")
+               f"<b>{num(gain, '+.4f')}</b>. Exported to <code>{esc(export_path(Path(view.run_dir), rep))}</code>.</p>")
     return caption + table(head, out_rows)
 
 
@@ -137,10 +144,30 @@ def proposers(view: RunView):
                       str(r["evaluated"]), str(r["accepted"]) + (f" <span class='muted'>+{r['pending']} pending</span>"
                                                                  if r["pending"] else "")])
     body += table(["cycle", "proposer", "proposed", "filtered", "failed (by reason)", "evaluated", "accepted"], cells)
+    body += _allocations(view)
     for name, state in sorted(view.proposer_state.items()):
         if state:
             body += details(f"state of proposer {esc(name)}", as_json(state, 4000))
     return "Proposers", body
+
+
+def _allocations(view: RunView) -> str:
+    """The bandit's split of each cycle's budget over arms (proposer or proposer:operator)."""
+    if not view.allocations:
+        return ""
+    arms = list(dict.fromkeys(str(a["arm"]) for a in view.allocations))
+    cycles = sorted({a["cycle"] for a in view.allocations if isinstance(a["cycle"], int)})
+    grid = {(a["cycle"], str(a["arm"])): a for a in view.allocations}
+    cells = []
+    for cyc in cycles:
+        row = [num(cyc, "int")]
+        for arm in arms:
+            a = grid.get((cyc, arm))
+            row.append(f"{num(a['allocated'], 'int')} <span class='muted'>({num(a.get('pulls'), '.0f')} pulls, "
+                       f"reward {num(a.get('reward'), '.2f')})</span>" if a else "–")
+        cells.append(row)
+    return ("<h3>Bandit allocation</h3><p class='muted'>Candidates given to each arm per cycle, with the arm's pulls "
+            "and summed reward before that cycle.</p>" + table(["cycle", *[esc(a, 60) for a in arms]], cells))
 
 
 # -- Pareto --------------------------------------------------------------------------------------
@@ -149,9 +176,42 @@ def pareto(view: RunView):
     if svg is None:
         return None
     has_latency = any(c.latency is not None for c in view.candidates)
-    what = ("error × parameters × latency (colour); the front is non-dominated in all three"
-            if has_latency else "error × parameters of every scored candidate (no latency measured in this run)")
-    return "Pareto front", _figure(svg, f"Predicted M-ensemble error vs size: {what}. Click a point for its candidate.")
+    archive = current_archive(view)
+    if archive:
+        what = ("error × parameters, latency as colour; ringed: the members of the islands' Pareto archives now "
+                "(error dominance asks the acceptance bound, so the rings need not form a staircase)")
+    elif has_latency:
+        what = "error × parameters × latency (colour); ringed: non-dominated in all three on point estimates"
+    else:
+        what = "error × parameters of every scored candidate (no latency measured in this run)"
+    body = _figure(svg, f"Predicted M-ensemble error vs size: {what}. Click a point for its candidate.")
+    if archive:
+        body += _archive_tables(view, archive)
+    return "Pareto front", body
+
+
+def _archive_tables(view: RunView, archive: dict[int, list[int]]) -> str:
+    by_id, out = view.by_id, []
+    entered = {(r["island"], r["candidate_id"]): r for r in view.archive if r.get("left_cycle") is None}
+    for island in sorted(archive):
+        rows = []
+        for cid in sorted(archive[island], key=lambda i: (by_id[i].predicted if i in by_id and by_id[i].predicted
+                                                          is not None else float("inf"))):
+            c, r = by_id.get(cid), entered[(island, cid)]
+            lat = _dict(getattr(c.row, "latency", None)) if c else {}
+            rows.append([_link(cid), esc(c.proposer, 40) if c else "–", num(c.predicted if c else None),
+                         num(c.param_count if c else None, "int"), num(lat.get("batch_1_ms"), ".3g"),
+                         num(lat.get("batch_256_ms"), ".3g"), esc(r.get("origin")), num(r.get("entered_cycle"), "int")])
+        out.append(f"<h3>island {num(island, 'int')}: {len(rows)} members</h3>" +
+                   table(["id", "proposer", f"E_ens(M={view.members})", "params", "latency b1 ms", "latency b256 ms",
+                          "origin", "entered cycle"], rows))
+    left = [r for r in view.archive if r.get("left_cycle") is not None]
+    if left:
+        cells = [[num(r["island"], "int"), _link(r["candidate_id"]), num(r.get("entered_cycle"), "int"),
+                  num(r.get("left_cycle"), "int"), esc(r.get("left_reason"), 120)] for r in left]
+        out.append(details(f"{len(left)} former archive members",
+                           table(["island", "id", "entered", "left", "why"], cells)))
+    return "".join(out)
 
 
 # -- lineage -------------------------------------------------------------------------------------
@@ -247,8 +307,10 @@ def candidates(view: RunView):
 
 
 def _card(view: RunView, c: Candidate) -> str:
+    where = "".join(f" · {label} {esc(value, 60)}" for label, value in
+                    (("island", getattr(c.row, "island", None)), ("arm", getattr(c.row, "arm", None))) if value is not None)
     head = (f'<h3>#{int(c.id)} <small>{esc(c.proposer, 40)} · cycle {num(c.cycle, "int")} · parent '
-            f'{_link(c.parent_id) if c.parent_id else "–"}</small> {_status(c.status)}</h3>')
+            f'{_link(c.parent_id) if c.parent_id else "–"}{where}</small> {_status(c.status)}</h3>')
     parts = [head]
     if c.reason and c.status in ("failed", "filtered", "proposal_failed"):
         parts.append(f"<p><b>{esc(failure_label(c), 200)}</b></p>")
@@ -262,7 +324,11 @@ def _card(view: RunView, c: Candidate) -> str:
         rows.append(("parameters", num(c.param_count, "int")))
         if c.instances is not None:
             rows.append(("instances trained", str(c.instances)))
-        if c.latency is not None:
+        lat = _dict(getattr(c.row, "latency", None))
+        if lat:
+            rows.append(("latency b1 / b256 (ms)", f"{num(lat.get('batch_1_ms'), '.3g')} / "
+                                                   f"{num(lat.get('batch_256_ms'), '.3g')}"))
+        elif c.latency is not None:
             rows.append(("latency (ms)", num(c.latency, ".3g")))
         rows.append(("evaluation wall s", num(c.eval_seconds, ".1f")))
     decision = c.decision if isinstance(c.decision, dict) else None
