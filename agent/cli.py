@@ -10,7 +10,7 @@ import sys
 from agent.safe_text import SafeFormatter, safe_text
 from evaluator.failures import EnsnasError, EvaluationFailed
 
-COMMANDS = ["run", "inspect", "export", "evaluate", "compare", "models"]  # module names under agent.commands, in help order
+COMMANDS = ["run", "inspect", "report", "export", "evaluate", "compare", "models"]  # module names under agent.commands, in help order
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ from agent.config import RunConfig
 from agent.delta import unified_diff
 from agent.prefilter import Prefilter
 from agent.proposers.base import LoopResources, ProgramRecord, ProposalContext, make_proposer
+from agent.report import refresh_report
 from agent.run_lock import RunLock
 from agent.store import CandidateRow, RunDirError, RunStore
 from evaluator.acceptance import acceptance_test, noise_variance_from_instances
@@ -277,6 +278,7 @@ class SearchLoop:
             db.execute("UPDATE cycles SET status = 'done', finished = ?, incumbent_after = ?, diagnostic = ?"
                        " WHERE cycle = ?", (time.time(), self.store.get_state("incumbent"),
                                             __import__("json").dumps(diagnostic), cycle))
+        refresh_report(self.store)  # RUN/report.html, for watching a long run; logs, never raises
 
     def _maybe_ce_update(self, cycle: int) -> None:
         ce = self.config.ce_update

@@ -91,8 +91,12 @@ def resume(args) -> int:
 
 
 def _finish(loop) -> int:
+    from agent.report import refresh_report
     report = loop.run()
     print(summary_text(loop.store, report))
+    page = refresh_report(loop.store)  # after deploy: the final test scores are on the page
+    if page is not None:
+        print(f"report: {page}")
     return 0
 
 
