@@ -86,7 +86,8 @@ BAD_OUTPUTS = {
     "prose_only": "You should make the network wider, it will help.",
     "unclosed_block": "<<<<<<< SEARCH\nHIDDEN = 128\n=======\nHIDDEN = 256\n",
     "search_not_found": block("model = ResNet50()", "model = ResNet18()"),
-    "ambiguous_match": block("nn.", "torch.nn."),
+    # the first block duplicates a line, so the second block's SEARCH then occurs twice
+    "ambiguous_match": block("HIDDEN = 128", "HIDDEN = 128\nDEPTH = 2") + block("DEPTH = 2", "DEPTH = 3"),
     "syntax_error": block("DEPTH = 2", "DEPTH = = 2"),
     "too_long": "<<<<<<< SEARCH\n" + "x = 1\n" * 10_000,
 }
