@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.population.budgets import BudgetConfig
 from agent.population.config import PopulationConfig
@@ -58,7 +58,7 @@ class CEUpdateConfig(_Strict):
 
 
 class DeployConfig(_Strict):
-    members: int = Field(5, ge=2, description="M of the final deployed ensemble")
+    members: int = Field(5, ge=2, description="M of the final deployed ensemble (default: RunConfig.members)")
     export: bool = True
 
 
@@ -67,6 +67,8 @@ class RunConfig(_Strict):
     data_path: str | None = None
     cycles: int = Field(3, ge=1)
     seed: int = 0
+    members: int | None = Field(None, ge=2, description="M, the deployed ensemble size: the gate predicts the "
+                                                        "M-ensemble that the deploy trains (default 5)")
     # The bundled 135M model rarely writes a valid edit on its own (benchmarks/generator_validity);
     # evolution beside it keeps the search moving and feeds the CE update elites to learn from.
     proposers: list[ProposerSpec] = Field(default_factory=lambda: [ProposerSpec(name="llm", candidates=2),
@@ -84,6 +86,21 @@ class RunConfig(_Strict):
     history: int = Field(8, ge=1, description="recent candidates shown to proposers")
     population: PopulationConfig = PopulationConfig()
     budget: BudgetConfig = BudgetConfig()
+
+    @model_validator(mode="after")
+    def _one_m(self) -> "RunConfig":
+        """One M for the gate and the deploy. `members` sets both; so does acceptance.members or
+        deploy.members given alone (older configs); only both given, and different, sets them apart."""
+        gate = "members" in self.acceptance.model_fields_set
+        deploy = "members" in self.deploy.model_fields_set
+        m = self.members or (self.acceptance.members if gate else self.deploy.members if deploy else None)
+        m = m or AcceptanceConfig.model_fields["members"].default
+        self.members = m
+        if not gate:
+            self.acceptance = self.acceptance.model_copy(update={"members": m})
+        if not deploy:
+            self.deploy = self.deploy.model_copy(update={"members": m})
+        return self
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> "RunConfig":

@@ -16,12 +16,12 @@ import numpy as np
 
 from agent.config import RunConfig
 from agent.delta import unified_diff
+from agent.gate import Gate
 from agent.prefilter import Prefilter
 from agent.proposers.base import LoopResources, ProgramRecord, ProposalContext, make_proposer
 from agent.report import refresh_report
 from agent.run_lock import RunLock
 from agent.store import CandidateRow, RunDirError, RunStore
-from evaluator.acceptance import acceptance_test, noise_variance_from_instances
 from evaluator.evaluate import Evaluation, Evaluator
 from evaluator.failures import ConfigError
 from evaluator.statistics import predicted_from_dict
@@ -80,6 +80,8 @@ class SearchLoop:
         limits = Limits(timeout_s=c.sandbox.timeout_s, memory_mb=c.sandbox.memory_mb, cpus=float(c.sandbox.threads))
         self.evaluator = Evaluator(task=self.task, sandbox=sandbox, limits=limits, threads=c.sandbox.threads,
                                    warm_start=c.sandbox.workers if c.sandbox.warm_start else 0)
+        self.gate = Gate(store=self.store, evaluator=self.evaluator, config=c.acceptance,
+                         workers=c.sandbox.workers, timer=self._time)
         self.prefilter = Prefilter(config=c.prefilter, novelty=c.novelty)
         for row in self.store.candidates():
             if row.source and row.status not in ("filtered", "proposal_failed"):
@@ -149,21 +151,17 @@ class SearchLoop:
         seed_row = self.store.candidate(seed_row.id)
         if seed_row.status == "failed":
             raise ConfigError(f"the task's seed program fails: {seed_row.reason}: {seed_row.detail}")
-        val, _ = self.store.load_predictions(seed_row.id)
         stats = seed_row.statistics
-        noise = None
-        if k >= 4:
-            noise = noise_variance_from_instances(val, self.evaluator.data.y_val, self.members)
         with self.store.transaction() as db:
             db.execute("UPDATE candidates SET status = 'seed' WHERE id = ?", (seed_row.id,))
             self.store.set_state("incumbent", seed_row.id, db)
             self.store.set_state("seed_id", seed_row.id, db)
-            self.store.set_state("noise_variance", noise, db)
+            prior = self.gate.set_prior(db, seed_row.id)
             self.prefilter.archive(seed_row.id, seed_row.source)
-        log.info("seed: E_a %.4f, D̂ %.4f, predicted %d-ensemble Brier %.4f, pooled seed noise %s",
+        log.info("seed: E_a %.4f, D̂ %.4f, predicted %d-ensemble Brier %.4f, seed-noise prior %s",
                  stats["member_error"], stats["diversity"], self.members,
                  predicted_from_dict(stats, self.members),
-                 f"{noise:.2e}" if noise is not None else "off")
+                 f"{prior.var_pair:.2e} ({prior.df:g} df)" if prior is not None else "off")
 
     # -- one cycle ------------------------------------------------------------------------
     def _run_cycle(self, cycle: int) -> None:
@@ -230,7 +228,8 @@ class SearchLoop:
         self.store.record_evaluation(
             cand_id, ok=result.ok, reason=result.reason.value if result.reason else None, detail=result.detail,
             statistics=result.statistics.as_dict() if result.statistics else None, param_count=result.param_count,
-            seconds=result.wall_seconds, val=result.val_probs, test=result.test_probs, latency=result.latency_ms)
+            seconds=result.wall_seconds, val=result.val_probs, test=result.test_probs, latency=result.latency_ms,
+            seeds=result.seeds)
         self._time("store", time.perf_counter() - start)
         self._time("sandbox", result.sandbox_seconds - sum(result.train_seconds))
         self._time("training", sum(result.train_seconds))
@@ -247,19 +246,23 @@ class SearchLoop:
         bar.close()
 
     def _decide(self, cycle: int) -> None:
-        y_val = self.evaluator.data.y_val
-        noise = self.store.get_state("noise_variance")
+        """The gate, candidate by candidate in id order; each decision commits with its statistics
+        (recomputed over any instances the gate trained) and the new incumbent."""
+        if self.store.get_state("noise_prior", "absent") == "absent":  # a run from before the prior
+            with self.store.transaction() as db:
+                self.gate.set_prior(db, self.store.get_state("seed_id"))
         for row in self.store.candidates(cycle=cycle, status="evaluated"):
             incumbent_id = self.store.get_state("incumbent")
-            base_val, _ = self.store.load_predictions(incumbent_id)
-            cand_val, _ = self.store.load_predictions(row.id)
-            decision = acceptance_test(base_val, cand_val, y_val, self.config.acceptance, noise_variance=noise)
-            info = dict(decision.as_dict(), baseline=incumbent_id)
+            info = self.gate.decide(row.id, incumbent_id)
             with self.store.transaction() as db:
-                self.store.set_decision(db, row.id, accepted=decision.accept, decision=info)
-                if decision.accept:
+                self.store.set_decision(db, row.id, accepted=info["accept"], decision=info)
+                for cid in (row.id, incumbent_id):
+                    stats = self.gate.statistics(cid, self.store.candidate(cid).statistics)
+                    if stats is not None:
+                        self.store.set_statistics(db, cid, stats)
+                if info["accept"]:
                     self.store.set_state("incumbent", row.id, db)
-            log.info("  #%d (%s): %s", row.id, row.proposer, decision.reason)
+            log.info("  #%d (%s): %s", row.id, row.proposer, info["reason"])
         for spec, proposer in self.proposers:
             for row in self.store.candidates(cycle=cycle):
                 if row.proposer == spec.name:

@@ -180,6 +180,14 @@ class _Connection:
         self._db.close()
 
 
+@dataclass(frozen=True)
+class StoredInstances:
+    seeds: tuple[int, ...]
+    val: np.ndarray
+    test: np.ndarray
+    origin: tuple[int, ...]   # per instance: the candidate whose decision trained it (-1: its own evaluation)
+
+
 def _loads(value: str | None) -> Any:
     return json.loads(value) if value else None
 
@@ -201,6 +209,7 @@ class RunStore:
             raise RunDirError(f"{db} is empty (the run was killed before its first commit, or the file was "
                               f"truncated); start a new run")
         self._lock = threading.RLock()
+        self._artifact_lock = threading.Lock()
         try:
             if self.read_only:
                 self.db = _Connection(self._connect_read_only(db), db)
@@ -344,10 +353,10 @@ class RunStore:
 
     def record_evaluation(self, cand_id: int, *, ok: bool, reason: str | None, detail: str, statistics: dict | None,
                           param_count: int | None, seconds: float, val: np.ndarray | None,
-                          test: np.ndarray | None, latency: dict | None = None) -> None:
+                          test: np.ndarray | None, latency: dict | None = None, seeds=None) -> None:
         """Store one finished evaluation: artifact first (atomic rename), then the row, in one commit."""
         if ok:
-            self.save_predictions(cand_id, val, test)
+            self.save_predictions(cand_id, val, test, seeds=seeds)
         with self.transaction() as db:
             status = db.execute("SELECT status FROM candidates WHERE id = ?", (cand_id,)).fetchone()
             if status is None or status[0] != "pending":
@@ -357,22 +366,54 @@ class RunStore:
                        ("evaluated" if ok else "failed", reason, detail, json.dumps(statistics) if statistics else None,
                         param_count, time.time(), seconds, json.dumps(latency) if latency else None, cand_id))
 
-    def save_predictions(self, cand_id: int, val: np.ndarray, test: np.ndarray) -> Path:
+    def save_predictions(self, cand_id: int, val: np.ndarray, test: np.ndarray, *, seeds=None, origin=None) -> Path:
+        """All of a candidate's instances in one artifact: probabilities [K, n, C] with each instance's
+        training seed and `origin` (the candidate whose decision asked for it; -1: its own evaluation)."""
         path = self.artifacts / f"{cand_id}.npz"
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, val=val.astype(np.float32), test=test.astype(np.float32))
+        k = len(val)
+        seeds = np.arange(k) if seeds is None else np.asarray(seeds, np.int64)
+        origin = np.full(k, -1) if origin is None else np.asarray(origin, np.int64)
+        np.savez(tmp, val=val.astype(np.float32), test=test.astype(np.float32), seeds=seeds, origin=origin)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         return path
 
     def load_predictions(self, cand_id: int) -> tuple[np.ndarray, np.ndarray]:
+        stored = self.load_instances(cand_id)
+        return stored.val, stored.test
+
+    def load_instances(self, cand_id: int) -> "StoredInstances":
+        """Every stored instance of a candidate with its seed (artifacts older than per-instance seeds
+        hold the instances of one evaluation, seeds 0..K−1)."""
         path = self.artifacts / f"{cand_id}.npz"
         try:
             with np.load(path) as z:
-                return z["val"].astype(np.float64), z["test"].astype(np.float64)
+                val, test = z["val"].astype(np.float64), z["test"].astype(np.float64)
+                seeds = z["seeds"] if "seeds" in z.files else np.arange(len(val))
+                origin = z["origin"] if "origin" in z.files else np.full(len(val), -1)
         except (OSError, KeyError, ValueError) as exc:
             raise RunDirError(f"predictions of candidate {cand_id} are missing or corrupt ({path}): {exc}") from exc
+        return StoredInstances(tuple(int(s) for s in seeds), val, test, tuple(int(o) for o in origin))
+
+    def add_instances(self, cand_id: int, *, seeds, val: np.ndarray, test: np.ndarray, origin: int) -> "StoredInstances":
+        """Add instances trained later (new seeds) to a candidate's artifact, atomically; seeds it
+        already holds are kept as they are, so a job that finishes twice counts once."""
+        with self._artifact_lock:
+            have = self.load_instances(cand_id)
+            new = [i for i, s in enumerate(seeds) if s not in have.seeds]
+            if new:
+                self.save_predictions(cand_id, np.concatenate([have.val, val[new]]),
+                                      np.concatenate([have.test, test[new]]),
+                                      seeds=list(have.seeds) + [int(seeds[i]) for i in new],
+                                      origin=list(have.origin) + [origin] * len(new))
+                have = self.load_instances(cand_id)
+            return have
+
+    def set_statistics(self, db: sqlite3.Connection, cand_id: int, statistics: dict) -> None:
+        """Statistics recomputed over all of a candidate's instances (after the gate added some)."""
+        db.execute("UPDATE candidates SET statistics = ? WHERE id = ?", (json.dumps(statistics), cand_id))
 
     def set_decision(self, db: _Connection, cand_id: int, *, accepted: bool, decision: dict) -> None:
         db.execute("UPDATE candidates SET status = ?, decision = ?, reason = ? WHERE id = ?",

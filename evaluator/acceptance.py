@@ -10,10 +10,13 @@ widened by the seed noise the instances reveal (their Brier spread), so "accepte
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
+import zlib
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from evaluator.paired import kernel_variance
 from evaluator.statistics import brier_per_example, one_hot, pair_diversity_per_example
 from theory.acceptance import acceptance_threshold, accepts
 
@@ -21,11 +24,21 @@ from theory.acceptance import acceptance_threshold, accepts
 class AcceptanceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     members: int = Field(5, ge=2, description="M, the deployed ensemble size")
-    alpha: float = Field(0.1, gt=0, lt=0.5, description="one-sided level of the bound")
-    bootstrap: int = Field(2000, ge=100)
-    require_confident: bool = Field(True, description="accept only when the lower bound is > 0")
-    seed_noise: bool = Field(True, description="widen the bound by the instances' seed noise")
-    seed: int = 0
+    method: Literal["sequential", "fixed"] = Field(
+        "sequential", description="sequential: 2 to max_instances paired instances, α held under optional "
+                                  "stopping (evaluator.sequential); fixed: 2 instances and a bootstrap bound")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="one-sided level: P(accept | not better) ≤ α")
+    max_instances: int = Field(6, ge=3, le=20, description="sequential: the most instances a side is trained to")
+    spending: float = Field(2.0, gt=0, description="sequential: error spent by information t is α·t^spending")
+    futility: float = Field(0.1, ge=0, lt=1, description="sequential: reject early when the predictive power "
+                                                         "of accepting by max_instances is below this")
+    prior_df: float = Field(3.0, ge=0, description="sequential: weight (degrees of freedom) of the seed "
+                                                   "program's noise prior; 0 = none")
+    bootstrap: int = Field(2000, ge=100, description="fixed: bootstrap draws")
+    require_confident: bool = Field(True, description="fixed: accept only when the lower bound is > 0")
+    seed_noise: bool = Field(True, description="fixed: widen the bound by the instances' seed noise")
+    seed: int = Field(0, description="fixed: bootstrap seed (mixed with the predictions, so each decision "
+                                     "draws its own)")
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,21 @@ def _per_example(probs: np.ndarray, targets: np.ndarray, members: int) -> tuple[
     return e, d, e - (members - 1) / members * d
 
 
+def bootstrap_rng(config: AcceptanceConfig, *arrays: np.ndarray) -> np.random.Generator:
+    """The bootstrap's generator: config.seed mixed with checksums of the decision's predictions, so
+    decisions draw independently of each other and a replayed decision draws the same. Symmetric in the
+    arrays: a vs b and b vs a draw alike, so their bounds mirror each other (dominance stays antisymmetric)."""
+    return np.random.default_rng([config.seed] + sorted(_checksum(a) for a in arrays))
+
+
+def _checksum(a: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(a, np.float32).tobytes())
+
+
+def _orientation(base: np.ndarray, cand: np.ndarray) -> float:
+    return 1.0 if _checksum(base) <= _checksum(cand) else -1.0
+
+
 def _seed_variance(probs: np.ndarray, targets: np.ndarray) -> float:
     """Variance of the K-instance mean error due to training seeds: var(instance Briers)/K."""
     briers = brier_per_example(probs, targets).mean(-1)
@@ -77,7 +105,7 @@ def acceptance_test(base_probs: np.ndarray, cand_probs: np.ndarray, labels: np.n
     improvement = delta - threshold
     point = bool(accepts(delta, threshold))
 
-    rng = np.random.default_rng(config.seed)
+    rng = bootstrap_rng(config, base_probs, cand_probs)
     g = p_a - p_c
     n = len(g)
     idx = rng.integers(0, n, size=(config.bootstrap, n))
@@ -89,7 +117,8 @@ def acceptance_test(base_probs: np.ndarray, cand_probs: np.ndarray, labels: np.n
         else:  # each side's own K−1 degrees of freedom: Student-t, not normal, or the bound over-accepts
             var = _seed_variance(base_probs, targets) + _seed_variance(cand_probs, targets)
             draws = rng.standard_t(len(base_probs) + len(cand_probs) - 2, size=boot.shape)
-        boot = boot + np.sqrt(var) * draws
+        # the same draws, mirrored when the two sides are swapped: lower(b, a) = −upper(a, b) exactly
+        boot = boot + np.sqrt(var) * draws * _orientation(base_probs, cand_probs)
     lower = float(improvement - (np.mean(boot) - np.quantile(boot, config.alpha)))
     upper = float(improvement + (np.quantile(boot, 1 - config.alpha) - np.mean(boot)))
     confident = lower > 0 or upper < 0
@@ -121,7 +150,7 @@ def full_ensemble_test(base_probs: np.ndarray, cand_probs: np.ndarray, labels: n
     ens_c = brier_per_example(cand_probs.mean(0), targets)
     g = ens_a - ens_c
     improvement = float(g.mean())
-    rng = np.random.default_rng(config.seed)
+    rng = bootstrap_rng(config, base_probs, cand_probs)
     boot = g[rng.integers(0, len(g), size=(config.bootstrap, len(g)))].mean(1)
     lower = float(np.quantile(boot, config.alpha))
     upper = float(np.quantile(boot, 1 - config.alpha))
@@ -136,14 +165,11 @@ def full_ensemble_test(base_probs: np.ndarray, cand_probs: np.ndarray, labels: n
                     members=len(base_probs), alpha=config.alpha, reason=reason)
 
 
-__all__ = ["AcceptanceConfig", "Decision", "acceptance_test", "full_ensemble_test"]
-
-
 def noise_variance_from_instances(probs: np.ndarray, labels: np.ndarray, members: int) -> float:
-    """Seed variance of a 2-instance predicted M-ensemble error, from K ≥ 4 instances of one program:
-    the sample variance of the estimates of disjoint instance pairs. Pass it as `noise_variance`."""
-    if len(probs) < 4:
-        raise ValueError("need at least 4 instances (two disjoint pairs)")
-    targets = one_hot(labels, probs.shape[-1])
-    estimates = [_per_example(probs[i : i + 2], targets, members)[2].mean() for i in range(0, len(probs) - 1, 2)]
-    return float(np.var(estimates, ddof=1))
+    """Seed variance of a 2-instance predicted M-ensemble error (ζ₂), from K ≥ 4 instances of one
+    program, every instance used (evaluator.paired.kernel_variance). Pass it as `noise_variance`."""
+    return kernel_variance(probs, labels, members)
+
+
+__all__ = ["AcceptanceConfig", "Decision", "acceptance_test", "bootstrap_rng", "full_ensemble_test",
+           "noise_variance_from_instances"]

@@ -73,14 +73,15 @@ class Evaluator:
 
     def evaluate(self, source: str, *, instances: int = 2, seed_base: int = 0, keep_dir: Path | None = None,
                  save_weights: bool = False) -> Evaluation:
-        """Train `instances` copies (seeds seed_base, seed_base+1, ...) and score them on the host.
+        """Train `instances` copies (seeds seed_base, seed_base+1, ...) and score them on the host
+        (statistics need 2; one instance is what the sequential gate adds at a time).
         With save_weights, each instance's state dict is written to the job's out/ dir (copy it
         out with keep_dir)."""
         seeds = [seed_base + i for i in range(instances)]
         start = time.perf_counter()
         work, run = self._run(source, seeds, save_weights=save_weights)
         try:
-            evaluation = self._interpret(work, run)
+            evaluation = self._interpret(work, run, instances=instances)
             evaluation.sandbox_seconds = run.wall_seconds
             if keep_dir is not None:
                 shutil.copytree(work, keep_dir, dirs_exist_ok=True)
@@ -138,7 +139,7 @@ class Evaluator:
         pending.chmod(0o644)
         os.replace(pending, work / "job.json")
 
-    def _interpret(self, work: Path, run: SandboxRun, build_only: bool = False) -> Evaluation:
+    def _interpret(self, work: Path, run: SandboxRun, build_only: bool = False, instances: int = 2) -> Evaluation:
         fail = lambda reason, detail: Evaluation(ok=False, reason=reason, detail=detail, stderr_tail=run.stderr_tail)  # noqa: E731
         if run.timed_out:
             return fail(FailureReason.timeout, f"killed after {self.limits.timeout_s:.0f} s")
@@ -175,12 +176,13 @@ class Evaluator:
             k = len(val)
             val = validate_probabilities(val, len(self.data.y_val), self.data.num_classes, "validation")
             test = validate_probabilities(test, len(self.data.y_test), self.data.num_classes, "test")
-            if k < 2 or len(test) != k:
-                raise EvaluationFailed(FailureReason.invalid_output, f"{k} instances in the predictions")
+            if k != instances or len(test) != k:
+                raise EvaluationFailed(FailureReason.invalid_output,
+                                       f"{k} instances in the predictions, {instances} trained")
         except EvaluationFailed as exc:
             return fail(exc.reason, exc.detail)
         return Evaluation(ok=True, param_count=int(result.get("param_count", 0)), val_probs=val, test_probs=test,
-                          statistics=compute_statistics(val, self.data.y_val),
+                          statistics=compute_statistics(val, self.data.y_val) if k >= 2 else None,
                           train_seconds=[float(s) for s in result.get("train_seconds", [])],
                           feature_fraction=float(result.get("feature_fraction", 1.0)),
                           latency_ms=valid_latency(result.get("latency_ms")), stderr_tail=run.stderr_tail)

@@ -28,3 +28,19 @@ def make_architecture(labels: np.ndarray, c: int, *, skill: float, rng: np.rando
 def instances(logits: np.ndarray, k: int, *, noise: float, temp_spread: float, rng: np.random.Generator) -> np.ndarray:
     temps = np.exp(rng.normal(0, temp_spread, size=(k, 1, 1)))
     return softmax(temps * (logits[None] + rng.normal(0, noise, size=(k, *logits.shape))))
+
+
+def seeded_instances(logits: np.ndarray, seeds, *, arch: int, noise: float, temp_spread: float,
+                     shared: float = 0.0) -> np.ndarray:
+    """Instances by seed, as real training makes them: seed s of *any* architecture mixes a common
+    draw (rng [s, 0]: the same batch order and random stream) with its own (rng [s, arch + 1]), so
+    instances of two architectures with one seed correlate by `shared` in [0, 1]."""
+    n, c = logits.shape
+    mix = lambda a, b: shared * a + np.sqrt(1.0 - shared ** 2) * b  # noqa: E731
+    out = []
+    for s in seeds:
+        common, own = np.random.default_rng([s, 0]), np.random.default_rng([s, arch + 1])
+        z = mix(common.standard_normal((n, c)), own.standard_normal((n, c)))
+        t = np.exp(temp_spread * mix(common.standard_normal(), own.standard_normal()))
+        out.append(softmax(t * (logits + noise * z)))
+    return np.stack(out)

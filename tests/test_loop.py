@@ -1,6 +1,7 @@
 """The search loop end to end with the no-LLM baselines: store, CLI views, kill -9 and resume."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -53,6 +54,8 @@ def test_search_runs_and_everything_is_stored(tmp_path, fast_task, capsys, cache
         assert r.parent_id is not None and r.diff.startswith("--- #")
         if r.status in ("accepted", "rejected"):
             assert r.decision["baseline"] is not None and r.statistics["kv_residual"] < 1e-9
+            assert r.decision["method"] == "sequential" and r.decision["looks"]
+            assert r.decision["instances"]["candidate"] == len(store.load_instances(r.id).seeds) >= 2
     assert [c["status"] for c in store.cycles()] == ["done", "done"]
     assert "brier" in report["final"] and (run_dir / report["export_dir"] / "manifest.json").exists()
     for argv in (["status", str(run_dir)], ["show", str(run_dir)], ["show", str(run_dir), "2"],
@@ -60,6 +63,7 @@ def test_search_runs_and_everything_is_stored(tmp_path, fast_task, capsys, cache
         assert main(argv) == 0
     out = capsys.readouterr().out
     assert "\033[32m+" in out or "\033[31m-" in out  # the coloured diff
+    assert "sequential decisions, instances per decision" in out  # the gate's cost in `status`
     assert "#1 seed" in out
 
 
@@ -100,11 +104,17 @@ def test_corrupt_and_foreign_run_dirs_give_clear_errors(tmp_path, capsys):
 
 
 def _signature(run_dir: Path) -> list[tuple]:
+    """Everything a decision depends on and says: candidates, statuses, the decision records (every
+    look's numbers, exactly) and each candidate's stored instances (seeds, and which decision trained them)."""
     store = RunStore(run_dir)
-    return [(r.cycle, r.proposer, r.parent_id, r.source, r.status) for r in store.candidates()]
+    out = []
+    for r in store.candidates():
+        stored = store.load_instances(r.id) if r.statistics else None
+        out.append((r.cycle, r.proposer, r.parent_id, r.source, r.status, json.dumps(r.decision, sort_keys=True),
+                    (stored.seeds, stored.origin) if stored else None))
+    return out
 
 
-@pytest.mark.slow
 def _cmdline(proc_dir: Path) -> bytes:
     try:
         return (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ")
@@ -112,13 +122,18 @@ def _cmdline(proc_dir: Path) -> bytes:
         return b""
 
 
+@pytest.mark.slow
 def test_kill_minus_nine_then_resume_loses_and_repeats_nothing(tmp_path, fast_task, cache_dir):
     """Kill the real CLI process at random moments, resume each time; the finished run must equal an
-    uninterrupted one (same candidates, same decisions), with every evaluation committed exactly once."""
+    uninterrupted one (same candidates, same decisions, same instances), with every evaluation committed
+    exactly once. The gate never stops for futility here and the seed has 2 instances, so it trains extra
+    instances of candidates and incumbents on most decisions and the kills land inside it too."""
     env = dict(os.environ, ENSNAS_CACHE=str(cache_dir))
     base = [sys.executable, "-m", "agent.cli"]
-    common = ["--task", fast_task, "--cycles", "3", "--proposer", "random", "--proposer", "evolution",
-              "--candidates", "2", "--sandbox", "subprocess", "--members", "3", "--quiet"]
+    config = tmp_path / "gate.yaml"
+    config.write_text("noise_instances: 2\nacceptance: {futility: 0.0, max_instances: 3}\n")  # seed lacks seed 2
+    common = ["--config", str(config), "--task", fast_task, "--cycles", "3", "--proposer", "random",
+              "--proposer", "evolution", "--candidates", "2", "--sandbox", "subprocess", "--members", "3", "--quiet"]
     clean = tmp_path / "clean"
     subprocess.run(base + ["run", "--run-dir", str(clean)] + common, check=True, env=env, cwd=ROOT,
                    capture_output=True)
@@ -145,6 +160,9 @@ def test_kill_minus_nine_then_resume_loses_and_repeats_nothing(tmp_path, fast_ta
     assert kills >= 3
     assert _signature(killed) == _signature(clean)
     store = RunStore(killed)
+    trained = [d["instances"] for d in (r.decision for r in store.candidates()) if d and "instances" in d]
+    assert sum(len(t["candidate_trained"]) for t in trained) >= 3  # the gate did train extra instances
+    assert sum(len(t["incumbent_trained"]) for t in trained) >= 1
     assert all(r.evaluations <= 1 for r in store.candidates())
     assert all(r.evaluations == 1 for r in store.candidates(status=("accepted", "rejected", "seed")))
     assert store.get_state("final_report") is not None

@@ -3,8 +3,12 @@
 from theory.acceptance import (
     acceptance_threshold,
     accepts,
+    conditional_power,
+    crossing_probabilities,
     predicted_improvement,
     search_cost,
+    sequential_bounds,
+    spent_alpha,
     variance_stable_threshold,
 )
 from theory.cross_entropy import (
@@ -42,6 +46,8 @@ __all__ = [
     "TheoryInputError",
     "acceptance_threshold",
     "accepts",
+    "conditional_power",
+    "crossing_probabilities",
     "advantages",
     "base_diversity_gain",
     "discounted_returns",
@@ -60,6 +66,8 @@ __all__ = [
     "predicted_improvement",
     "predicted_rank_correlation",
     "search_cost",
+    "sequential_bounds",
+    "spent_alpha",
     "signal_to_noise",
     "spearman_from_pearson",
     "u_curve_error",

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from agent.delta import unified_diff
+from agent.gate import gate_cost
 from agent.safe_text import safe_line, safe_text
 from agent.store import RunStore
 from evaluator.statistics import predicted_from_dict
@@ -73,6 +74,12 @@ def status(store: RunStore, args) -> int:
         print(f"  cycle {c['cycle']}: {c['status']:<10} incumbent #{c['incumbent_before']} → "
               f"#{c['incumbent_after'] if c['incumbent_after'] is not None else '…'}  valid {valid}/{len(mine)}, "
               f"accepted {accepted}   proxy reliability {rel}")
+    cost = gate_cost(rows)
+    if cost["decisions"]:
+        stops = ", ".join(f"{k}: {v}" for k, v in cost["stopped_at"].items())
+        print(f"gate: {cost['decisions']} sequential decisions, instances per decision {cost['total']:.2f} "
+              f"(candidate {cost['candidate']:.2f} incl. its first 2, incumbent {cost['incumbent']:.2f}); "
+              f"decided at paired instances {{{stops}}}")
     for a in store.adapters():
         print(f"  adapter v{a['version']} after cycle {a['cycle']}: {a['examples']} examples, {a['seconds']:.0f} s")
     report = store.get_state("final_report")

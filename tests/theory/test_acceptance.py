@@ -141,3 +141,90 @@ BAD_CALLS = [
 def test_bad_inputs_raise(call):
     with pytest.raises(TheoryInputError):
         call()
+
+
+# -- T2b: the group-sequential design, against simulated Brownian motion ------------------------
+from theory import conditional_power, crossing_probabilities, sequential_bounds, spent_alpha  # noqa: E402
+
+LOOK_FRACTIONS = [np.array([2, 3, 4, 5, 6]) / 6, np.array([0.2, 0.5, 1.0]), np.array([1.0])]
+
+
+def _brownian_z(rng, fractions, drift, paths=200_000):
+    """Z_k = S(t_k)/sqrt(t_k) for a Brownian motion S with the given drift per unit information."""
+    steps = np.diff(np.concatenate([[0.0], fractions]))
+    s = np.cumsum(rng.normal(drift * steps, np.sqrt(steps), size=(paths, len(steps))), axis=1)
+    return s / np.sqrt(fractions)
+
+
+def _first_crossing(z, bounds):
+    crossed = z >= bounds
+    first = np.where(crossed.any(1), crossed.argmax(1), -1)
+    return np.array([(first == k).mean() for k in range(len(bounds))])
+
+
+@pytest.mark.parametrize("fractions", LOOK_FRACTIONS, ids=["5 looks", "3 uneven", "1 look"])
+@pytest.mark.parametrize("rho", [1.0, 2.0, 3.0])
+def test_sequential_bounds_spend_alpha_as_simulated(fractions, rho):
+    """Crossing frequencies of simulated paths under a true gain of 0 equal the spent α per look."""
+    alpha = 0.05
+    bounds = sequential_bounds(fractions, alpha, rho)
+    simulated = _first_crossing(_brownian_z(np.random.default_rng(7), fractions, 0.0), bounds)
+    spent = np.diff(np.concatenate([[0.0], [spent_alpha(t, alpha, rho) for t in fractions]]))
+    # tolerance: 4 binomial SE of 200k paths (≤ 0.002 for rates ≤ 0.05)
+    assert np.abs(simulated - spent).max() < 4 * np.sqrt(alpha / 200_000) + 1e-4
+    assert simulated.sum() == pytest.approx(alpha, abs=0.002)
+
+
+def test_single_look_is_the_fixed_sample_test():
+    from scipy import stats
+    assert sequential_bounds([1.0], 0.05)[0] == pytest.approx(stats.norm.isf(0.05), abs=1e-6)  # exact
+
+
+@pytest.mark.parametrize("drift", [0.0, 1.5, 3.0])
+def test_crossing_probabilities_under_drift_match_simulation(drift):
+    fractions = LOOK_FRACTIONS[0]
+    bounds = sequential_bounds(fractions, 0.05, 2.0)
+    simulated = _first_crossing(_brownian_z(np.random.default_rng(8), fractions, drift), bounds)
+    computed = crossing_probabilities(bounds, fractions, drift)
+    assert np.abs(simulated - computed).max() < 0.005  # tolerance: ~4 SE at 200k paths
+
+
+def test_pocock_constant_matches_the_published_table():
+    """Jennison & Turnbull Table 2.1: Pocock's constant for 5 equally spaced looks, one-sided 0.025: 2.413."""
+    from scipy import optimize
+    t = np.arange(1, 6) / 5
+    c = optimize.brentq(lambda c: crossing_probabilities(np.full(5, c), t).sum() - 0.025, 1.0, 4.0)
+    assert c == pytest.approx(2.413, abs=1e-3)  # the table's 3 decimals
+
+
+@pytest.mark.parametrize("predictive", [False, True])
+@pytest.mark.parametrize("z", [-0.5, 0.8, 2.0])
+def test_conditional_power_matches_simulation(z, predictive):
+    """Chance to end above the final bound, continuing a path from Z = z at information I_k."""
+    rng = np.random.default_rng(9)
+    info, final_info, bound, n = 4.0, 12.0, 1.9, 400_000
+    s_k = z * np.sqrt(info)
+    theta = np.full(n, s_k / info)
+    if predictive:  # the gain's flat-prior posterior
+        theta = rng.normal(s_k / info, 1 / np.sqrt(info), size=n)
+    rest = final_info - info
+    s_f = s_k + rng.normal(theta * rest, np.sqrt(rest))
+    simulated = float((s_f / np.sqrt(final_info) >= bound).mean())
+    assert conditional_power(z, info, final_info, bound, predictive=predictive) == pytest.approx(simulated, abs=0.004)
+
+
+T2B_BAD_CALLS = [
+    lambda: spent_alpha(1.5, 0.05, 2.0),
+    lambda: spent_alpha(0.5, 0.0, 2.0),
+    lambda: spent_alpha(0.5, 0.05, -1.0),
+    lambda: sequential_bounds([0.5, 0.4], 0.05),
+    lambda: sequential_bounds([0.0, 1.0], 0.05),
+    lambda: crossing_probabilities([2.0], [0.5, 1.0]),
+    lambda: conditional_power(1.0, -1.0, 2.0, 1.9),
+]
+
+
+@pytest.mark.parametrize("call", T2B_BAD_CALLS, ids=range(len(T2B_BAD_CALLS)))
+def test_t2b_bad_inputs_raise(call):
+    with pytest.raises(TheoryInputError):
+        call()
