@@ -99,8 +99,8 @@ class DockerSandbox(Sandbox):
     def container_options(self, job: SandboxJob) -> dict:
         lim = job.limits
         host_runtime = self.config.host_runtime if self.config.host_runtime is not None else not self.config.image
-        mounts = (runtime_mounts() if host_runtime else []) + job_mounts(job.work_dir, job.data_dir)
         python = self.config.python or (sys.executable if host_runtime else "python")
+        mounts = (runtime_mounts(python) if host_runtime else []) + job_mounts(job.work_dir, job.data_dir)
         env = worker_env(threads=max(1, int(lim.cpus)))
         if not host_runtime:
             env.pop("PYTHONPATH")  # the image has the package installed

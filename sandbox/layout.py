@@ -2,9 +2,10 @@
 
 Only these paths exist inside (everything read-only unless marked):
 
-    /usr, /bin, /lib, /lib64, /sbin        host system libraries (merged-/usr symlinks)
-    <sys.base_prefix>                      the host Python runtime, at its own path
-    <sys.prefix>                           the virtual environment, at its own path
+    /usr, /bin, /lib, /lib64, /sbin        the system libraries the worker loads (merged-/usr symlinks)
+    <sys.base_prefix>                      the Python runtime's standard library, at its own path
+    <sys.prefix>                           the venv's packages the worker imports, at its own path
+                                           (these three: sandbox.runtime_view's allow-list, no data files)
     /ensnas-src/evaluator                  the worker's package, nothing else of the source tree
     /ensnas-data                           the task's inputs/ (never labels.npz, never the run/store)
     /ensnas-job                            job.json + program.py
@@ -32,14 +33,11 @@ class Mount:
     read_only: bool = True
 
 
-def runtime_mounts() -> list[Mount]:
-    """Host runtime: system libraries, Python, the venv and the evaluator package."""
-    mounts = [Mount("/usr", "/usr")]
-    base, prefix = Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()
-    if not str(base).startswith("/usr/"):
-        mounts.append(Mount(str(base), str(base)))
-    if prefix != base and not str(prefix).startswith("/usr/"):
-        mounts.append(Mount(str(prefix), str(prefix)))
+def runtime_mounts(python: str = sys.executable) -> list[Mount]:
+    """The allow-listed runtime of `python` (sandbox.runtime_view: no dataset in it) and the evaluator package."""
+    from sandbox.runtime_view import runtime_view
+    view = runtime_view(python)
+    mounts = [Mount(str(view.root / root.lstrip("/")), root) for root in view.roots]
     mounts.append(Mount(str(SOURCE_ROOT / "evaluator"), f"{SRC}/evaluator"))
     return mounts
 

@@ -40,12 +40,15 @@ class ProcessConfig(BaseModel):
     uid: int = Field(65534, description="user the program runs as when the launcher is root")
     tmpfs_mb: int = Field(256, ge=16, description="size of the private /tmp")
     require_isolation: bool = Field(False, description="refuse to run without namespaces and a private root")
+    python: str | None = Field(None, description="the worker's interpreter (default: this one); its allow-listed "
+                                                 "runtime is what the sandbox sees (sandbox.runtime_view)")
 
 
 @register_sandbox("process")
 class ProcessSandbox(Sandbox):
     def __init__(self, *, config: ProcessConfig | None = None, **fields) -> None:
         self.config = config or ProcessConfig(**fields)
+        self.python = self.config.python or sys.executable
         self._isolation: dict | None = None
 
     def check_available(self) -> None:
@@ -64,7 +67,8 @@ class ProcessSandbox(Sandbox):
                 work, data = Path(tmp, "work"), Path(tmp, "data")
                 (work / "out").mkdir(parents=True)
                 data.mkdir()
-                proc, report_r = self._launch(work, data, ["/bin/true"], ["/bin/true"], Path(tmp, "root"),
+                probe = [self.python, "-S", "-c", ""]  # also shows the runtime view starts an interpreter
+                proc, report_r = self._launch(work, data, probe, probe, Path(tmp, "root"),
                                               Path(tmp), 5, 256, 1, 1, stdout=subprocess.DEVNULL,
                                               stderr=subprocess.DEVNULL)
                 proc.wait(timeout=30)
@@ -75,7 +79,7 @@ class ProcessSandbox(Sandbox):
                 cpu_budget_s: float, memory_mb: int, max_file_mb: int, pids: int, threads: int = 1, **popen):
         root.mkdir(exist_ok=True)
         read_fd, write_fd = os.pipe()
-        mounts = runtime_mounts() + job_mounts(work, data)
+        mounts = runtime_mounts(self.python) + job_mounts(work, data)
         fallback_env = worker_env(threads=threads, src=str(SOURCE_ROOT))
         fallback_env.update(HOME=str(scratch), TMPDIR=str(scratch))
         spec = {"root": str(root), "mounts": [[m.source, m.target, m.read_only] for m in mounts],
@@ -100,13 +104,13 @@ class ProcessSandbox(Sandbox):
             scratch.mkdir()
             scratch.chmod(0o1777)
             work, data = Path(job.work_dir).resolve(), Path(job.data_dir).resolve()
-            fallback = worker_command(sys.executable, job.wait_for_job_s, work=str(work), data=str(data),
+            fallback = worker_command(self.python, job.wait_for_job_s, work=str(work), data=str(data),
                                       parent_pid=os.getpid())  # without namespaces the host is its parent
             if self.config.require_isolation:
                 self.check_available()
             # a warm worker spends CPU importing torch before its job arrives: allow for it in RLIMIT_CPU
             cpu_budget = lim.timeout_s + (WARM_UP_CPU_S if job.wait_for_job_s > 0 else 0)
-            proc, report_fd = self._launch(work, data, worker_command(sys.executable, job.wait_for_job_s), fallback,
+            proc, report_fd = self._launch(work, data, worker_command(self.python, job.wait_for_job_s), fallback,
                                            Path(tmp.name, "root"), scratch, cpu_budget, lim.memory_mb,
                                            lim.max_file_mb, lim.pids, threads,
                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)

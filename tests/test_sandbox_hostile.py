@@ -36,7 +36,8 @@ CASES: dict[str, tuple[R | None, bool]] = {
     "monkeypatch_forge": (None, False), "write_predictions": (R.invalid_output, False),
     "symlink_predictions": (R.invalid_output, False), "nan_output": (R.nan_output, False),
     "wrong_shape": (R.shape_mismatch, False), "huge_model": (R.too_many_params, False),
-    "enormous_model": (R.out_of_memory, False),
+    "enormous_model": (R.out_of_memory, False), "search_labels": (R.build_error, False),
+    "import_dataset": (R.import_error, False),
 }
 
 
@@ -150,6 +151,9 @@ def backend(request, digits_task, cache_dir, tmp_path_factory):
 
 
 def _source(name: str, planted: dict, evaluator, token: str) -> str:
+    if name == "search_labels":  # the whole visible filesystem, by content (tests/label_needles.py)
+        from tests.label_needles import needles_for, program
+        return program(needles_for(evaluator.task, evaluator.data), ["/"])
     labels = evaluator.data.inputs_dir.parent / "labels.npz"
     subs = {"__PORT__": str(planted["listener"].port), "__TOKEN__": token, "__LABELS_PATH__": str(labels),
             "__SECRET_PATHS__": ":".join([str(planted["secret"]), str(labels)]),
@@ -177,12 +181,15 @@ def test_hostile_program_is_contained(backend, planted, name):
     if expected == R.timeout:  # only a wall clock stops these: keep it short
         runner = copy.copy(evaluator)
         runner.limits = dataclasses.replace(LIMITS, timeout_s=6)
+    elif name == "search_labels":  # reads every visible file: give it time
+        runner = copy.copy(evaluator)
+        runner.limits = dataclasses.replace(LIMITS, timeout_s=600, memory_mb=3072)
     result = runner.evaluate(_source(name, planted, evaluator, token))
 
     print(f"\nHOSTILE | {name} | {kind} | {result.reason.value if result.reason else 'ok'} | "
           f"{result.wall_seconds:.1f} s | {result.detail[:90]}")
     assert result.reason == expected, f"{kind}/{name}: {result.reason} {result.detail} {result.stderr_tail[-600:]}"
-    if name == "read_labels":
+    if name in ("read_labels", "search_labels"):
         assert "labels not reachable" in result.detail
     if name == "monkeypatch_forge":  # forged confidence scores like the constant guess it is
         assert result.statistics.accuracy < 0.2
