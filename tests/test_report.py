@@ -158,14 +158,17 @@ def test_sections_follow_the_data(tmp_path):
     decided = next(r for r in rows if r.decision)
     with store.transaction() as db:
         store.set_decision(db, decided.id, accepted=decided.status == "accepted",
-                           decision=dict(decided.decision, instances_trained=6))
+                           decision=dict(decided.decision, method="sequential", looks=[2, 3],
+                                         instances={"candidate": 5, "candidate_trained": [2, 3, 4],
+                                                    "incumbent_trained": [4]}))
     page = _render(store)
     assert 'id="tables"' in page and "future_thing (1 rows)" in page and "state bandit_debug" in page
     assert "islands' Pareto archives" in page and "<h3>island 0:" in page and "<h3>island 1:" in page
     assert "former archive members" in page and "dominated by #" in page
     assert "Bandit allocation" in page and "evolution:mutate" in page
     assert "latency b1 / b256 (ms)" in page and "latency, batch 1 (ms)" in page
-    assert "instances_trained" in page
+    assert "instances trained for it</th><td>candidate 3, incumbent 1" in page and "(candidate holds 5)" in page
+    assert "<th>method</th><td>sequential</td>" in page and "<code>[2, 3]</code>" in page
     assert "Test Brier gain over the seed: <b>+0.1000</b>" in page and str(store.dir / "export") in page
 
 

@@ -2,6 +2,8 @@
 filterable listing above them: the report's "Candidates" section."""
 from __future__ import annotations
 
+import json
+
 from agent.report.data import Candidate, RunView, failure_label, mapping
 from agent.report.markup import as_json, attr, badge, details, diff_html, esc, kv_table, link, num, pre, table
 
@@ -77,10 +79,25 @@ def _decision(d: dict) -> str:
     known = {k for k, _, _ in DECISION_FIELDS} | {"reason", "baseline", "accept", "point_accept", "confident"}
     rows = [("vs baseline", link(d.get("baseline")))]
     rows += [(esc(label), num(d.get(key), fmt)) for key, label, fmt in DECISION_FIELDS if key in d]
-    rows += [(esc(k), esc(v, 300) if not isinstance(v, (int, float)) else num(v, ".5g"))
-             for k, v in d.items() if k not in known]  # e.g. the sequential test's instances and stages
+    inst = d.get("instances")
+    if isinstance(inst, dict):  # the sequential gate: what this decision cost
+        cand, inc = inst.get("candidate_trained"), inst.get("incumbent_trained")
+        rows.append(("instances trained for it", f"candidate {len(cand) if isinstance(cand, list) else '–'}, "
+                                                 f"incumbent {len(inc) if isinstance(inc, list) else '–'} "
+                                                 f"<span class='muted'>(candidate holds "
+                                                 f"{num(inst.get('candidate'), 'int')})</span>"))
+        known.add("instances")
+    rows += [(esc(k), _value(v)) for k, v in d.items() if k not in known]  # whatever a newer gate adds
     verdict = "accepted" if d.get("accept") else "rejected"
     return f'<div class="decision"><p>{badge(verdict)} {esc(d.get("reason", ""), 600)}</p>{kv_table(rows)}</div>'
+
+
+def _value(v) -> str:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return num(v, ".5g")
+    if isinstance(v, (dict, list)):
+        return f"<code>{esc(json.dumps(v, ensure_ascii=False, default=str), 300)}</code>"
+    return esc(v, 300)
 
 
 LLM_KEYS = ("raw_outputs", "attempts", "prompt")
