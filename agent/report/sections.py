@@ -113,7 +113,8 @@ def proposers(view: RunView):
                       f"{sum(r['failed'].values())}" + (f" <span class='muted'>({failed})</span>" if failed else ""),
                       str(r["evaluated"]), str(r["accepted"]) + (f" <span class='muted'>+{r['pending']} pending</span>"
                                                                  if r["pending"] else "")])
-    body += table(["cycle", "proposer", "proposed", "filtered", "failed (by reason)", "evaluated", "accepted"], cells)
+    grid = table(["cycle", "proposer", "proposed", "filtered", "failed (by reason)", "evaluated", "accepted"], cells)
+    body += grid if len(cells) <= 30 else details(f"per cycle and proposer ({len(cells)} rows)", grid)
     body += _allocations(view)
     for name, state in sorted(view.proposer_state.items()):
         if state:
@@ -245,8 +246,9 @@ def diagnostics(view: RunView):
                       f"{sum(number(x.eval_seconds) or 0 for x in mine):,.1f}",
                       f"{num(ce['seconds'], ',.1f')}" if ce else "–"])
     if cells:
-        body += table(["cycle", "status", "scored", "ρ_S", "SNR", "σ²_arch", "σ²_noise", "wall s",
-                       "sandbox s (summed)", "CE update s"], cells)
+        grid = table(["cycle", "status", "scored", "ρ_S", "SNR", "σ²_arch", "σ²_noise", "wall s",
+                      "sandbox s (summed)", "CE update s"], cells)
+        body += grid if len(cells) <= 30 else details(f"per cycle ({len(cells)} cycles)", grid)
     body += figure(charts.time_split(view), "Where the time went over the whole run (seconds summed over "
                                              "parallel workers; sandbox = start-up, prediction and I/O without training).")
     return "Proxy reliability and time", body
