@@ -270,3 +270,25 @@ def test_an_empty_or_corrupt_database_is_one_line_exit_2_and_nothing_is_written(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and "restore run.sqlite" in err
     assert sorted(p.name for p in corrupt.iterdir()) == before  # no report.html, no -wal/-shm
+
+
+def test_fields_of_unexpected_shape_render_as_text_not_errors(store):
+    """An older or newer writer may store other shapes: a field that is not what this report
+    expects shows as text or is left out; the page still renders."""
+    rows = store.candidates()
+    with store.transaction() as db:
+        db.execute("UPDATE candidates SET statistics = ?, decision = ?, meta = ?, diff = NULL, source = NULL,"
+                   " param_count = NULL WHERE id = ?", ('{"member_error": "x", "diversity": null}', "[1, 2]", '"text"',
+                                                       rows[1].id))
+        db.execute("UPDATE candidates SET statistics = ?, decision = ? WHERE id = ?",
+                   ('{"member_error": 0.2, "diversity": 0.01, "instances": "two"}',
+                    '{"delta": "big", "lower_bound": null, "accept": true}', rows[2].id))
+        db.execute("UPDATE cycles SET diagnostic = ? WHERE cycle = 1", ('"not a dict"',))
+        db.execute("UPDATE cycles SET diagnostic = ? WHERE cycle = 2", ('{"rho_s": "high", "snr": -1}',))
+        store.set_state("timings", {"proposal": "slow", "training": 3.0}, db)
+        store.set_state("final_report", {"final": "x", "seed": {"failed": "timeout", "detail": "<b>"}}, db)
+        store.set_state("incumbent", "seven", db)
+    page = _render(store)
+    ids = {a.get("id") for _, a in Elements(page).elements}
+    assert set(MAIN_SECTIONS) <= ids
+    assert "failed: timeout: &lt;b&gt;" in page and "<td>big</td>" in page

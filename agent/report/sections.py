@@ -15,6 +15,7 @@ from agent.report.data import (Candidate, RunView, ancestry, current_archive, fa
                                proposer_table)
 from agent.report.markup import as_json, badge, details, esc, figure, kv_table, link, num, table, when
 
+
 # -- summary -------------------------------------------------------------------------------------
 def summary(view: RunView):
     cfg = view.config
@@ -109,7 +110,7 @@ def proposers(view: RunView):
     cells = []
     for r in rows:
         failed = ", ".join(f"{esc(k)} {v}" for k, v in sorted(r["failed"].items(), key=lambda kv: -kv[1]))
-        cells.append([str(r["cycle"]), esc(r["proposer"]), str(r["proposed"]), str(r["filtered"]),
+        cells.append([num(r["cycle"], "int"), esc(r["proposer"]), str(r["proposed"]), str(r["filtered"]),
                       f"{sum(r['failed'].values())}" + (f" <span class='muted'>({failed})</span>" if failed else ""),
                       str(r["evaluated"]), str(r["accepted"]) + (f" <span class='muted'>+{r['pending']} pending</span>"
                                                                  if r["pending"] else "")])
