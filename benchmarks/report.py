@@ -93,6 +93,8 @@ def main() -> None:
     result = {
         "command": " ".join(["python", "benchmarks/report.py", *sys.argv[1:]]),
         "run": {"candidates": len(rows), "status": dict(Counter(r.status for r in rows)),
+                "config": {k: (store.get_meta("config") or {}).get(k) for k in ("task", "cycles", "proposers",
+                                                                               "sandbox", "ce_update")},
                 "cycles": len(list(store.cycles())), "proposers": dict(Counter(r.proposer for r in rows)),
                 "search_seconds": search_seconds,
                 "seed_to_last_cycle_seconds": finished - started if started and finished else None},

@@ -60,7 +60,8 @@ def _svg(fig) -> str:
 def _plain_log_ticks(axis, *, engineering: bool = False) -> None:
     """Plain labels on a log axis (10k, 100k with `engineering`; else 0.5, 1, 20) instead of mathtext
     powers of ten, whose parsing was a third of a render; no minor ticks (each is an artist to draw)."""
-    from matplotlib.ticker import EngFormatter, FuncFormatter, NullLocator
+    from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullLocator
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # a narrow range still gets labels
     axis.set_major_formatter(EngFormatter(sep="") if engineering else FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_locator(NullLocator())
 

@@ -37,6 +37,8 @@ def summary(view: RunView):
         ("task", esc(cfg.get("task", "?"))),
         ("proposers", esc(proposers or "–")),
         ("generator", esc(" · ".join(f"{k} {gen[k]}" for k in ("backend", "model", "base_url") if gen.get(k)) or "–")
+         + ("" if any(isinstance(p, dict) and p.get("name") == "llm" for p in cfg.get("proposers", []))
+            else " <span class='muted'>(unused: no llm proposer)</span>")
          + "".join(f"<br><span class='muted'>{esc(g, 300)}</span>" for g in _generators(rows))),
         ("adapters (CE updates)", esc(adapters) if adapters else "none"),
         ("versions", esc(", ".join(f"{k} {v}" for k, v in view.versions.items() if v)) or "–"),
