@@ -158,7 +158,10 @@ def test_sections_follow_the_data(tmp_path):
     decided = next(r for r in rows if r.decision)
     with store.transaction() as db:
         store.set_decision(db, decided.id, accepted=decided.status == "accepted",
-                           decision=dict(decided.decision, method="sequential", looks=[2, 3],
+                           decision=dict(decided.decision, method="sequential", stage=[2, 3],
+                                         looks=[{"instances": k, "gain": 0.01, "se": 0.004, "df": k - 1.0,
+                                                 "statistic": 2.5, "critical": 3.1, "futility": 0.4,
+                                                 "outcome": "more" if k < 4 else "reject"} for k in (3, 4)],
                                          instances={"candidate": 5, "candidate_trained": [2, 3, 4],
                                                     "incumbent_trained": [4]}))
     page = _render(store)
@@ -169,6 +172,9 @@ def test_sections_follow_the_data(tmp_path):
     assert "latency b1 / b256 (ms)" in page and "latency, batch 1 (ms)" in page
     assert "instances trained for it</th><td>candidate 3, incumbent 1" in page and "(candidate holds 5)" in page
     assert "<th>method</th><td>sequential</td>" in page and "<code>[2, 3]</code>" in page
+    assert "2 looks of the sequential test" in page and "<td>reject</td>" in page
+    assert "1 decisions, 6.00 instances per decision (candidate 5.00, incumbent 1.00); decided at paired " \
+           "instances {4: 1}" in page
     assert "Test Brier gain over the seed: <b>+0.1000</b>" in page and str(store.dir / "export") in page
 
 

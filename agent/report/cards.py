@@ -87,9 +87,27 @@ def _decision(d: dict) -> str:
                                                  f"<span class='muted'>(candidate holds "
                                                  f"{num(inst.get('candidate'), 'int')})</span>"))
         known.add("instances")
+    looks = d.get("looks")
+    if isinstance(looks, list) and looks and all(isinstance(x, dict) for x in looks):
+        known.add("looks")
     rows += [(esc(k), _value(v)) for k, v in d.items() if k not in known]  # whatever a newer gate adds
     verdict = "accepted" if d.get("accept") else "rejected"
-    return f'<div class="decision"><p>{badge(verdict)} {esc(d.get("reason", ""), 600)}</p>{kv_table(rows)}</div>'
+    looks_table = _looks(looks) if "looks" in known else ""
+    return (f'<div class="decision"><p>{badge(verdict)} {esc(d.get("reason", ""), 600)}</p>{kv_table(rows)}'
+            f'{looks_table}</div>')
+
+
+LOOK_FIELDS = [("instances", "paired instances", "int"), ("gain", "gain", "+.5f"), ("se", "se", ".2e"),
+               ("df", "df", ".1f"), ("statistic", "t", "+.2f"), ("critical", "critical t", ".2f"),
+               ("futility", "predictive power", ".2f")]
+
+
+def _looks(looks: list[dict]) -> str:
+    """The sequential test's looks: at each, the paired gain, its t statistic against the boundary."""
+    cells = [[num(look.get(k), fmt) for k, _, fmt in LOOK_FIELDS] + [esc(look.get("outcome", ""), 40)]
+             for look in looks[:50]]
+    return details(f"{len(looks)} look{'s' if len(looks) != 1 else ''} of the sequential test",
+                   table([label for _, label, _ in LOOK_FIELDS] + ["outcome"], cells))
 
 
 def _value(v) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from agent.deploy import export_path
+from agent.gate import gate_cost
 from agent.report import charts
 from agent.report.cards import candidates
 from agent.report.data import (Candidate, RunView, ancestry, current_archive, failure_label, mapping, number,
@@ -52,10 +53,27 @@ def summary(view: RunView):
         ("LLM tokens", f"{llm_tokens:,.0f}" if llm_tokens else "–"),
         ("started / last cycle", f"{when(min(starts) if starts else None)} / {when(max(ends) if ends else None)}"),
         ("incumbent", link(view.incumbent)),
+        ("acceptance gate", _gate(view)),
     ]
     body = kv_table(info) + _final_scores(view)
     body += details("configuration", as_json(cfg))
     return "Run summary", body
+
+
+def _gate(view: RunView) -> str:
+    """The gate's method and, for the sequential test, its cost (agent.gate.gate_cost, as in `ensnas status`)."""
+    acc = mapping(view.config.get("acceptance"))
+    method = esc(acc.get("method", "fixed"))
+    try:
+        cost = gate_cost([c.row for c in view.candidates if isinstance(c.decision, dict)])
+    except (KeyError, TypeError, ValueError, IndexError):  # decisions of another shape: the method only
+        return method
+    if not cost.get("decisions"):
+        return method
+    stops = ", ".join(f"{k}: {v}" for k, v in cost["stopped_at"].items())
+    return (f"{method}: {cost['decisions']} decisions, {cost['total']:.2f} instances per decision (candidate "
+            f"{cost['candidate']:.2f}, incumbent {cost['incumbent']:.2f}); decided at paired instances "
+            f"{esc('{' + stops + '}')}")
 
 
 def _generators(rows: list[Candidate]) -> list[str]:
