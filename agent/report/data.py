@@ -18,7 +18,7 @@ from agent.store import CandidateRow, RunStore
 from evaluator.statistics import predicted_from_dict
 
 KNOWN_TABLES = {"meta", "cycles", "candidates", "adapters", "state", "sqlite_sequence", "archive", "bandit"}
-KNOWN_STATE = {"incumbent", "seed_id", "noise_variance", "timings", "final_report", "sandbox_backend"}
+KNOWN_STATE = {"incumbent", "seed_id", "noise_variance", "noise_prior", "timings", "final_report", "sandbox_backend"}
 LATENCY_KEYS = ("batch_1_ms", "latency_ms")  # the store's candidates.latency {"batch_1_ms", "batch_256_ms"}
 EVALUATED = ("accepted", "rejected", "evaluated", "seed")
 
@@ -61,6 +61,7 @@ class RunView:
     timings: dict[str, float]
     final: dict | None
     noise_variance: float | None
+    noise_prior: dict
     proposer_state: dict[str, Any]
     archive: list[dict] = field(default_factory=list)       # membership rows over time (population search)
     allocations: list[dict] = field(default_factory=list)   # the bandit's split of each cycle
@@ -134,6 +135,7 @@ def load(store: RunStore, *, extra_rows: int = 50) -> RunView:
         candidates=candidates, cycles=list(store.cycles()), adapters=store.adapters(),
         incumbent=store.get_state("incumbent"), seed_id=store.get_state("seed_id"), timings=timings,
         final=store.get_state("final_report"), noise_variance=number(store.get_state("noise_variance")),
+        noise_prior=mapping(store.get_state("noise_prior")),
         proposer_state=proposer_state, archive=archive, allocations=allocations, sandbox=store.get_state("sandbox_backend"), extra_state=extra_state,
         extra_tables=_extra_tables(store.db, extra_rows))
 

@@ -45,7 +45,9 @@ def summary(view: RunView):
         ("versions", esc(", ".join(f"{k} {v}" for k, v in view.versions.items() if v)) or "–"),
         ("sandbox", esc(view.sandbox or "–")),
         ("members M", num(view.members, "int")),
-        ("pooled seed noise", num(view.noise_variance, ".3e", missing="off")),
+        ("seed noise", f"pooled σ² {num(view.noise_variance, '.3e', missing='off')}"
+         + (f"; prior for paired gains {num(view.noise_prior.get('var_pair'), '.3e')} "
+            f"({num(view.noise_prior.get('df'), 'g')} df)" if view.noise_prior else "")),
         ("cycles", f"{len(done)} done of {num(cfg.get('cycles'), 'int')}"),
         ("candidates", esc(", ".join(f"{v} {k}" for k, v in sorted(Counter(str(c.status) for c in rows).items())))),
         ("evaluations", f"{len(evaluated)} scored, {instances} proxy instances trained, "
