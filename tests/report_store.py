@@ -142,7 +142,9 @@ def add_hostile_rows(store: RunStore, payload: str = PAYLOAD) -> list[int]:
     stats = dict(scored.statistics, correlation=payload)
     store.record_evaluation(ids[3], ok=True, reason=None, detail=payload, statistics=stats,
                             param_count=scored.param_count, seconds=1.0, val=val, test=test)
-    decision = dict(scored.decision or {}, reason=payload, baseline=parent, stage=payload, instances=[payload])
+    decision = dict(scored.decision or {}, reason=payload, baseline=parent, stage=payload, method=payload,
+                    instances={"candidate": payload, "candidate_trained": [payload], "incumbent_trained": payload},
+                    looks=[{"instances": payload, "gain": payload, "outcome": payload}])
     decision.setdefault("delta", 0.0)
     with store.transaction() as db:
         store.set_decision(db, ids[3], accepted=False, decision=decision)

@@ -158,14 +158,23 @@ def test_sections_follow_the_data(tmp_path):
     decided = next(r for r in rows if r.decision)
     with store.transaction() as db:
         store.set_decision(db, decided.id, accepted=decided.status == "accepted",
-                           decision=dict(decided.decision, instances_trained=6))
+                           decision=dict(decided.decision, method="sequential", stage=[2, 3],
+                                         looks=[{"instances": k, "gain": 0.01, "se": 0.004, "df": k - 1.0,
+                                                 "statistic": 2.5, "critical": 3.1, "futility": 0.4,
+                                                 "outcome": "more" if k < 4 else "reject"} for k in (3, 4)],
+                                         instances={"candidate": 5, "candidate_trained": [2, 3, 4],
+                                                    "incumbent_trained": [4]}))
     page = _render(store)
     assert 'id="tables"' in page and "future_thing (1 rows)" in page and "state bandit_debug" in page
     assert "islands' Pareto archives" in page and "<h3>island 0:" in page and "<h3>island 1:" in page
     assert "former archive members" in page and "dominated by #" in page
     assert "Bandit allocation" in page and "evolution:mutate" in page
     assert "latency b1 / b256 (ms)" in page and "latency, batch 1 (ms)" in page
-    assert "instances_trained" in page
+    assert "instances trained for it</th><td>candidate 3, incumbent 1" in page and "(candidate holds 5)" in page
+    assert "<th>method</th><td>sequential</td>" in page and "<code>[2, 3]</code>" in page
+    assert "2 looks of the sequential test" in page and "<td>reject</td>" in page
+    assert "1 decisions, 6.00 instances per decision (candidate 5.00, incumbent 1.00); decided at paired " \
+           "instances {4: 1}" in page
     assert "Test Brier gain over the seed: <b>+0.1000</b>" in page and str(store.dir / "export") in page
 
 
@@ -267,3 +276,25 @@ def test_an_empty_or_corrupt_database_is_one_line_exit_2_and_nothing_is_written(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and "restore run.sqlite" in err
     assert sorted(p.name for p in corrupt.iterdir()) == before  # no report.html, no -wal/-shm
+
+
+def test_fields_of_unexpected_shape_render_as_text_not_errors(store):
+    """An older or newer writer may store other shapes: a field that is not what this report
+    expects shows as text or is left out; the page still renders."""
+    rows = store.candidates()
+    with store.transaction() as db:
+        db.execute("UPDATE candidates SET statistics = ?, decision = ?, meta = ?, diff = NULL, source = NULL,"
+                   " param_count = NULL WHERE id = ?", ('{"member_error": "x", "diversity": null}', "[1, 2]", '"text"',
+                                                       rows[1].id))
+        db.execute("UPDATE candidates SET statistics = ?, decision = ? WHERE id = ?",
+                   ('{"member_error": 0.2, "diversity": 0.01, "instances": "two"}',
+                    '{"delta": "big", "lower_bound": null, "accept": true}', rows[2].id))
+        db.execute("UPDATE cycles SET diagnostic = ? WHERE cycle = 1", ('"not a dict"',))
+        db.execute("UPDATE cycles SET diagnostic = ? WHERE cycle = 2", ('{"rho_s": "high", "snr": -1}',))
+        store.set_state("timings", {"proposal": "slow", "training": 3.0}, db)
+        store.set_state("final_report", {"final": "x", "seed": {"failed": "timeout", "detail": "<b>"}}, db)
+        store.set_state("incumbent", "seven", db)
+    page = _render(store)
+    ids = {a.get("id") for _, a in Elements(page).elements}
+    assert set(MAIN_SECTIONS) <= ids
+    assert "failed: timeout: &lt;b&gt;" in page and "<td>big</td>" in page

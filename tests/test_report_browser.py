@@ -90,7 +90,7 @@ def real_run(tmp_path_factory, cache_dir) -> tuple[Path, str]:
 def test_the_run_writes_its_report_and_chromium_renders_it(real_run, chromium, tmp_path):
     run_dir, printed = real_run
     page = run_dir / "report.html"
-    assert f"report: {page}" in printed  # `ensnas run` prints where its report is
+    assert printed.count(f"report: {page}") == 2  # `ensnas run` says where its report is, at the start and the end
     store = RunStore(run_dir)
     rows = store.candidates()
     assert store.get_state("final_report") and "Test Brier gain over the seed" in page.read_text()

@@ -67,6 +67,7 @@ def run(args) -> int:
     config = build_config(args)
     run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{config.task.replace('/', '_')}")
     print(f"run directory: {run_dir}  (resume with: ensnas resume {run_dir})")
+    print(f"report: {run_dir / 'report.html'}  (refreshed after every cycle; open it in a browser)")
     loop = SearchLoop(run_dir=run_dir, config=config, progress=not args.quiet)
     return _finish(loop)
 

@@ -57,6 +57,15 @@ def _svg(fig) -> str:
     return re.sub(r"<metadata>.*?</metadata>|<!--.*?-->", "", text, flags=re.S)
 
 
+def _plain_log_ticks(axis, *, engineering: bool = False) -> None:
+    """Plain labels on a log axis (10k, 100k with `engineering`; else 0.5, 1, 20) instead of mathtext
+    powers of ten, whose parsing was a third of a render; no minor ticks (each is an artist to draw)."""
+    from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullLocator
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # a narrow range still gets labels
+    axis.set_major_formatter(EngFormatter(sep="") if engineering else FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_locator(NullLocator())
+
+
 def proposer_colours(names) -> dict[str, str]:
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728"]
     return {name: palette[i % len(palette)] for i, name in enumerate(sorted(set(names)))}
@@ -165,7 +174,7 @@ def pareto(view: RunView) -> str | None:
         if timed:
             sc = ax.scatter([c.param_count for c in timed], [c.predicted for c in timed], c=[c.latency for c in timed],
                             cmap="viridis", norm="log", s=26, zorder=3)
-            fig.colorbar(sc, ax=ax, label="latency, batch 1 (ms)")
+            _plain_log_ticks(fig.colorbar(sc, ax=ax, label="latency, batch 1 (ms)").ax.yaxis)
             sc.set_urls([f"#c{c.id}" for c in timed])
             untimed = [c for c in pts if c.latency is None]
             if untimed:
@@ -186,6 +195,7 @@ def pareto(view: RunView) -> str | None:
             ax.step([c.param_count for c in front], [c.predicted for c in front], where="post", color="black", lw=1,
                     label=label, zorder=2)
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis, engineering=True)
         ax.set_ylim(top=_clip_top([c.predicted for c in pts], [c.predicted for c in front]))
         ax.set_xlabel("parameters (one member)")
         ax.set_ylabel(f"predicted {view.members}-ensemble Brier (val)")
@@ -237,6 +247,7 @@ def reliability(view: RunView) -> str | None:
             bx = ax.twinx()
             bx.plot([s[0] for s in snr], [s[1] for s in snr], "s--", color="#ff7f0e", ms=4, label="SNR")
             bx.set_yscale("log")
+            _plain_log_ticks(bx.yaxis)
             bx.set_ylabel("SNR = σ²_arch / σ²_noise")
             bx.grid(False)
             bx.legend(fontsize=7, loc="lower right")

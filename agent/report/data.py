@@ -18,7 +18,7 @@ from agent.store import CandidateRow, RunStore
 from evaluator.statistics import predicted_from_dict
 
 KNOWN_TABLES = {"meta", "cycles", "candidates", "adapters", "state", "sqlite_sequence", "archive", "bandit"}
-KNOWN_STATE = {"incumbent", "seed_id", "noise_variance", "timings", "final_report", "sandbox_backend"}
+KNOWN_STATE = {"incumbent", "seed_id", "noise_variance", "noise_prior", "timings", "final_report", "sandbox_backend"}
 LATENCY_KEYS = ("batch_1_ms", "latency_ms")  # the store's candidates.latency {"batch_1_ms", "batch_256_ms"}
 EVALUATED = ("accepted", "rejected", "evaluated", "seed")
 
@@ -61,6 +61,7 @@ class RunView:
     timings: dict[str, float]
     final: dict | None
     noise_variance: float | None
+    noise_prior: dict
     proposer_state: dict[str, Any]
     archive: list[dict] = field(default_factory=list)       # membership rows over time (population search)
     allocations: list[dict] = field(default_factory=list)   # the bandit's split of each cycle
@@ -73,7 +74,8 @@ class RunView:
         return {c.id: c for c in self.candidates}
 
 
-def _dict(value: Any) -> dict:
+def mapping(value: Any) -> dict:
+    """The value if it is a dict, else {} (a store field of an unexpected type reads as empty)."""
     return value if isinstance(value, dict) else {}
 
 
@@ -81,14 +83,14 @@ def _latency(row: CandidateRow) -> float | None:
     """Batch-1 CPU latency (ms) when the run measured it."""
     for source in (getattr(row, "latency", None), row.meta):
         for key in LATENCY_KEYS:
-            value = number(_dict(source).get(key))
+            value = number(mapping(source).get(key))
             if value is not None:
                 return value
     return None
 
 
 def _predicted(row: CandidateRow, members: int) -> float | None:
-    stats = _dict(row.statistics)
+    stats = mapping(row.statistics)
     if number(stats.get("member_error")) is None or number(stats.get("diversity")) is None:
         return None
     return number(predicted_from_dict(stats, members))
@@ -114,7 +116,7 @@ def _extra_tables(db: sqlite3.Connection, limit: int) -> dict[str, tuple[list[st
 
 
 def load(store: RunStore, *, extra_rows: int = 50) -> RunView:
-    config = _dict(store.get_meta("config"))
+    config = mapping(store.get_meta("config"))
     members = config.get("acceptance", {}).get("members") if isinstance(config.get("acceptance"), dict) else None
     members = int(members) if isinstance(members, int) and members >= 2 else 5
     candidates = [Candidate(row=r, predicted=_predicted(r, members), latency=_latency(r)) for r in store.candidates()]
@@ -124,15 +126,16 @@ def load(store: RunStore, *, extra_rows: int = 50) -> RunView:
             proposer_state[key.split(":", 1)[1]] = store.get_state(key)
         elif key not in KNOWN_STATE:  # e.g. a bandit's allocation, before it has its own section
             extra_state[key] = store.get_state(key)
-    timings = {k: v for k, v in _dict(store.get_state("timings")).items() if number(v) is not None}
+    timings = {k: v for k, v in mapping(store.get_state("timings")).items() if number(v) is not None}
     tables = _tables(store.db)  # a run opened read-only keeps the schema it was written with
     archive = store.archive_history() if "archive" in tables else []
     allocations = store.allocations() if "bandit" in tables else []
     return RunView(
-        run_dir=str(store.dir), config=config, versions=_dict(store.get_meta("versions")), members=members,
+        run_dir=str(store.dir), config=config, versions=mapping(store.get_meta("versions")), members=members,
         candidates=candidates, cycles=list(store.cycles()), adapters=store.adapters(),
         incumbent=store.get_state("incumbent"), seed_id=store.get_state("seed_id"), timings=timings,
         final=store.get_state("final_report"), noise_variance=number(store.get_state("noise_variance")),
+        noise_prior=mapping(store.get_state("noise_prior")),
         proposer_state=proposer_state, archive=archive, allocations=allocations, sandbox=store.get_state("sandbox_backend"), extra_state=extra_state,
         extra_tables=_extra_tables(store.db, extra_rows))
 

@@ -3,6 +3,7 @@ values alike) or `num`; nothing from a run is ever placed inside <script>, <styl
 an unquoted attribute. Candidate source, failure details and LLM output are untrusted."""
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
 from typing import Any, Iterable
@@ -84,3 +85,20 @@ def diff_html(text: str | None, limit: int = MAX_TEXT) -> str:
 
 def details(summary: str, body: str, *, open_: bool = False, cls: str = "") -> str:
     return f'<details class="{cls}"{" open" if open_ else ""}><summary>{summary}</summary>{body}</details>'
+
+
+def when(ts) -> str:
+    t = number(ts)
+    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t is not None else "–"
+
+
+def link(cid) -> str:
+    return f'<a href="#c{int(cid)}">#{int(cid)}</a>' if isinstance(cid, int) else esc(cid if cid is not None else "–")
+
+
+def badge(status) -> str:
+    return f'<span class="st {esc("st-" + str(status))}">{esc(status)}</span>'
+
+
+def figure(svg: str | None, caption: str) -> str:
+    return f'<figure>{svg}<figcaption>{caption}</figcaption></figure>' if svg else ""

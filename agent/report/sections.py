@@ -4,45 +4,17 @@ is one more function in SECTIONS. Every run value is rendered through markup.esc
 """
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 from agent.deploy import export_path
+from agent.gate import gate_cost
 from agent.report import charts
-from agent.report.data import (Candidate, RunView, ancestry, current_archive, failure_label, number,
+from agent.report.cards import candidates
+from agent.report.data import (Candidate, RunView, ancestry, current_archive, failure_label, mapping, number,
                                proposer_table)
-from agent.report.markup import as_json, attr, details, diff_html, esc, kv_table, num, pre, table
-
-DECISION_FIELDS = [("delta", "Δ = E_a − E_a′", "+.5f"), ("threshold", "threshold ((M−1)/M)(D_a − D_a′)", "+.5f"),
-                   ("predicted_improvement", "predicted gain", "+.5f"), ("lower_bound", "lower bound", "+.5f"),
-                   ("upper_bound", "upper bound", "+.5f"), ("alpha", "α", ".3g"), ("members", "M", "int")]
-STAT_FIELDS = [("member_error", "E_a (mean member Brier)", ".5f"), ("diversity", "D̂", ".5f"),
-               ("correlation", "ρ", ".4f"), ("variance", "σ²", ".5f"), ("ambiguity", "ambiguity Ā", ".5f"),
-               ("ensemble_error", "measured K-ensemble Brier", ".5f"), ("noise_variance", "σ²_noise (seeds)", ".3e"),
-               ("accuracy", "accuracy (mean member)", ".4f"), ("cross_entropy", "cross-entropy", ".4f")]
-
-
-def _dict(value) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _when(ts) -> str:
-    t = number(ts)
-    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t is not None else "–"
-
-
-def _link(cid) -> str:
-    return f'<a href="#c{int(cid)}">#{int(cid)}</a>' if isinstance(cid, int) else esc(cid if cid is not None else "–")
-
-
-def _status(status) -> str:
-    return f'<span class="st {esc("st-" + str(status))}">{esc(status)}</span>'
-
-
-def _figure(svg: str | None, caption: str) -> str:
-    return f'<figure>{svg}<figcaption>{caption}</figcaption></figure>' if svg else ""
+from agent.report.markup import as_json, badge, details, esc, figure, kv_table, link, num, table, when
 
 
 # -- summary -------------------------------------------------------------------------------------
@@ -66,23 +38,44 @@ def summary(view: RunView):
         ("task", esc(cfg.get("task", "?"))),
         ("proposers", esc(proposers or "–")),
         ("generator", esc(" · ".join(f"{k} {gen[k]}" for k in ("backend", "model", "base_url") if gen.get(k)) or "–")
+         + ("" if any(isinstance(p, dict) and p.get("name") == "llm" for p in cfg.get("proposers", []))
+            else " <span class='muted'>(unused: no llm proposer)</span>")
          + "".join(f"<br><span class='muted'>{esc(g, 300)}</span>" for g in _generators(rows))),
         ("adapters (CE updates)", esc(adapters) if adapters else "none"),
         ("versions", esc(", ".join(f"{k} {v}" for k, v in view.versions.items() if v)) or "–"),
         ("sandbox", esc(view.sandbox or "–")),
         ("members M", num(view.members, "int")),
-        ("pooled seed noise", num(view.noise_variance, ".3e", missing="off")),
+        ("seed noise", f"pooled σ² {num(view.noise_variance, '.3e', missing='off')}"
+         + (f"; prior for paired gains {num(view.noise_prior.get('var_pair'), '.3e')} "
+            f"({num(view.noise_prior.get('df'), 'g')} df)" if view.noise_prior else "")),
         ("cycles", f"{len(done)} done of {num(cfg.get('cycles'), 'int')}"),
         ("candidates", esc(", ".join(f"{v} {k}" for k, v in sorted(Counter(str(c.status) for c in rows).items())))),
         ("evaluations", f"{len(evaluated)} scored, {instances} proxy instances trained, "
                         f"{eval_seconds:,.0f} s in sandboxes"),
         ("LLM tokens", f"{llm_tokens:,.0f}" if llm_tokens else "–"),
-        ("started / last cycle", f"{_when(min(starts) if starts else None)} / {_when(max(ends) if ends else None)}"),
-        ("incumbent", _link(view.incumbent)),
+        ("started / last cycle", f"{when(min(starts) if starts else None)} / {when(max(ends) if ends else None)}"),
+        ("incumbent", link(view.incumbent)),
+        ("acceptance gate", _gate(view)),
     ]
     body = kv_table(info) + _final_scores(view)
     body += details("configuration", as_json(cfg))
     return "Run summary", body
+
+
+def _gate(view: RunView) -> str:
+    """The gate's method and, for the sequential test, its cost (agent.gate.gate_cost, as in `ensnas status`)."""
+    acc = mapping(view.config.get("acceptance"))
+    method = esc(acc.get("method", "fixed"))
+    try:
+        cost = gate_cost([c.row for c in view.candidates if isinstance(c.decision, dict)])
+    except (KeyError, TypeError, ValueError, IndexError):  # decisions of another shape: the method only
+        return method
+    if not cost.get("decisions"):
+        return method
+    stops = ", ".join(f"{k}: {v}" for k, v in cost["stopped_at"].items())
+    return (f"{method}: {cost['decisions']} decisions, {cost['total']:.2f} instances per decision (candidate "
+            f"{cost['candidate']:.2f}, incumbent {cost['incumbent']:.2f}); decided at paired instances "
+            f"{esc('{' + stops + '}')}")
 
 
 def _generators(rows: list[Candidate]) -> list[str]:
@@ -111,7 +104,7 @@ def _final_scores(view: RunView) -> str:
         r = rep[role]
         cid = rep.get(f"{role}_id")
         note = esc(f"failed: {r.get('failed')}: {r.get('detail', '')}") if "failed" in r else ""
-        out_rows.append([f"{role} {_link(cid)}", *[num(r.get(m)) for m in metrics], note])
+        out_rows.append([f"{role} {link(cid)}", *[num(r.get(m)) for m in metrics], note])
     gain = rep.get("test_brier_gain")
     caption = (f"<p>Deployed {num(rep.get('members'), 'int')}-member ensembles on the test split "
                f"(fresh seeds, never seen by the search). Test Brier gain over the seed: "
@@ -124,7 +117,7 @@ def progress(view: RunView):
     svg = charts.progress(view)
     if svg is None:
         return None
-    return "Search progress", _figure(svg, (
+    return "Search progress", figure(svg, (
         "Left: every scored candidate's predicted M-ensemble error (T1, validation split) in the order its "
         "evaluation finished, coloured by proposer; stars are accepted; click a point for its candidate. "
         "Right: per cycle, and after deploy the measured test Brier of the seed and final ensembles."))
@@ -135,15 +128,16 @@ def proposers(view: RunView):
     rows = proposer_table(view)
     if not rows:
         return None
-    body = _figure(charts.proposers(view), "Outcomes of every proposal over the run.")
+    body = figure(charts.proposers(view), "Outcomes of every proposal over the run.")
     cells = []
     for r in rows:
         failed = ", ".join(f"{esc(k)} {v}" for k, v in sorted(r["failed"].items(), key=lambda kv: -kv[1]))
-        cells.append([str(r["cycle"]), esc(r["proposer"]), str(r["proposed"]), str(r["filtered"]),
+        cells.append([num(r["cycle"], "int"), esc(r["proposer"]), str(r["proposed"]), str(r["filtered"]),
                       f"{sum(r['failed'].values())}" + (f" <span class='muted'>({failed})</span>" if failed else ""),
                       str(r["evaluated"]), str(r["accepted"]) + (f" <span class='muted'>+{r['pending']} pending</span>"
                                                                  if r["pending"] else "")])
-    body += table(["cycle", "proposer", "proposed", "filtered", "failed (by reason)", "evaluated", "accepted"], cells)
+    grid = table(["cycle", "proposer", "proposed", "filtered", "failed (by reason)", "evaluated", "accepted"], cells)
+    body += grid if len(cells) <= 30 else details(f"per cycle and proposer ({len(cells)} rows)", grid)
     body += _allocations(view)
     for name, state in sorted(view.proposer_state.items()):
         if state:
@@ -184,7 +178,7 @@ def pareto(view: RunView):
         what = "error × parameters × latency (colour); ringed: non-dominated in all three on point estimates"
     else:
         what = "error × parameters of every scored candidate (no latency measured in this run)"
-    body = _figure(svg, f"Predicted M-ensemble error vs size: {what}. Click a point for its candidate.")
+    body = figure(svg, f"Predicted M-ensemble error vs size: {what}. Click a point for its candidate.")
     if archive:
         body += _archive_tables(view, archive)
     return "Pareto front", body
@@ -198,8 +192,8 @@ def _archive_tables(view: RunView, archive: dict[int, list[int]]) -> str:
         for cid in sorted(archive[island], key=lambda i: (by_id[i].predicted if i in by_id and by_id[i].predicted
                                                           is not None else float("inf"))):
             c, r = by_id.get(cid), entered[(island, cid)]
-            lat = _dict(getattr(c.row, "latency", None)) if c else {}
-            rows.append([_link(cid), esc(c.proposer, 40) if c else "–", num(c.predicted if c else None),
+            lat = mapping(getattr(c.row, "latency", None)) if c else {}
+            rows.append([link(cid), esc(c.proposer, 40) if c else "–", num(c.predicted if c else None),
                          num(c.param_count if c else None, "int"), num(lat.get("batch_1_ms"), ".3g"),
                          num(lat.get("batch_256_ms"), ".3g"), esc(r.get("origin")), num(r.get("entered_cycle"), "int")])
         out.append(f"<h3>island {num(island, 'int')}: {len(rows)} members</h3>" +
@@ -207,7 +201,7 @@ def _archive_tables(view: RunView, archive: dict[int, list[int]]) -> str:
                           "origin", "entered cycle"], rows))
     left = [r for r in view.archive if r.get("left_cycle") is not None]
     if left:
-        cells = [[num(r["island"], "int"), _link(r["candidate_id"]), num(r.get("entered_cycle"), "int"),
+        cells = [[num(r["island"], "int"), link(r["candidate_id"]), num(r.get("entered_cycle"), "int"),
                   num(r.get("left_cycle"), "int"), esc(r.get("left_reason"), 120)] for r in left]
         out.append(details(f"{len(left)} former archive members",
                            table(["island", "id", "entered", "left", "why"], cells)))
@@ -250,7 +244,7 @@ def _node_label(view: RunView, c: Candidate) -> str:
             f"{num(d.get('upper_bound'), '+.4f')}]") if d else ""
     why = f" <span class='muted'>{esc(failure_label(c), 80)}</span>" if c.status in ("failed", "filtered",
                                                                                      "proposal_failed") else ""
-    return (f"{_link(c.id)} {esc(c.proposer, 40)} {_status(c.status)} <span class='muted'>cycle {num(c.cycle, 'int')}"
+    return (f"{link(c.id)} {esc(c.proposer, 40)} {badge(c.status)} <span class='muted'>cycle {num(c.cycle, 'int')}"
             f"</span>{score}{gain}{why}{star}")
 
 
@@ -258,7 +252,7 @@ def _node_label(view: RunView, c: Candidate) -> str:
 def diagnostics(view: RunView):
     if not view.cycles and not view.timings:
         return None
-    body = _figure(charts.reliability(view), (
+    body = figure(charts.reliability(view), (
         "THEORY.md T6.6: σ²_arch is the spread of the cycle's candidate scores, σ²_noise the spread of one "
         "program's instances. Below ρ_S ≈ 0.8 the proxy ranks candidates little better than noise."))
     adapter_at = {a["cycle"]: a for a in view.adapters}
@@ -275,108 +269,12 @@ def diagnostics(view: RunView):
                       f"{sum(number(x.eval_seconds) or 0 for x in mine):,.1f}",
                       f"{num(ce['seconds'], ',.1f')}" if ce else "–"])
     if cells:
-        body += table(["cycle", "status", "scored", "ρ_S", "SNR", "σ²_arch", "σ²_noise", "wall s",
-                       "sandbox s (summed)", "CE update s"], cells)
-    body += _figure(charts.time_split(view), "Where the time went over the whole run (seconds summed over "
+        grid = table(["cycle", "status", "scored", "ρ_S", "SNR", "σ²_arch", "σ²_noise", "wall s",
+                      "sandbox s (summed)", "CE update s"], cells)
+        body += grid if len(cells) <= 30 else details(f"per cycle ({len(cells)} cycles)", grid)
+    body += figure(charts.time_split(view), "Where the time went over the whole run (seconds summed over "
                                              "parallel workers; sandbox = start-up, prediction and I/O without training).")
     return "Proxy reliability and time", body
-
-
-# -- candidates ----------------------------------------------------------------------------------
-def candidates(view: RunView):
-    if not view.candidates:
-        return None
-    statuses = sorted({str(c.status) for c in view.candidates})
-    props = sorted({str(c.proposer) for c in view.candidates})
-    options = lambda values: "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in values)  # noqa: E731
-    filters = ('<div class="filters">filter: <input type="search" id="cand-text" placeholder="text in id, '
-               'proposer, reason"> <select id="cand-status"><option value="">any status</option>'
-               f'{options(statuses)}</select> <select id="cand-proposer"><option value="">any proposer</option>'
-               f'{options(props)}</select> <span id="cand-count"></span></div>')
-    rows, attrs = [], []
-    for c in view.candidates:
-        rows.append([_link(c.id), num(c.cycle, "int"), esc(c.proposer, 40), _link(c.parent_id) if c.parent_id else "–",
-                     _status(c.status), num(c.predicted), num(c.param_count, "int"),
-                     esc(failure_label(c) if c.status in ("failed", "filtered", "proposal_failed")
-                         else (c.decision or {}).get("reason", "") if isinstance(c.decision, dict) else "", 160)])
-        attrs.append(attr(class_="cand-row", data_status=c.status, data_proposer=c.proposer))
-    listing = table(["id", "cycle", "proposer", "parent", "status", f"E_ens(M={view.members})", "params", "why"],
-                    rows, cls="grid cands", row_attrs=attrs)
-    cards = "".join(_card(view, c) for c in view.candidates)
-    return "Candidates", filters + listing + cards
-
-
-def _card(view: RunView, c: Candidate) -> str:
-    where = "".join(f" · {label} {esc(value, 60)}" for label, value in
-                    (("island", getattr(c.row, "island", None)), ("arm", getattr(c.row, "arm", None))) if value is not None)
-    head = (f'<h3>#{int(c.id)} <small>{esc(c.proposer, 40)} · cycle {num(c.cycle, "int")} · parent '
-            f'{_link(c.parent_id) if c.parent_id else "–"}{where}</small> {_status(c.status)}</h3>')
-    parts = [head]
-    if c.reason and c.status in ("failed", "filtered", "proposal_failed"):
-        parts.append(f"<p><b>{esc(failure_label(c), 200)}</b></p>")
-    if c.detail:
-        parts.append(details("failure detail" if c.status != "filtered" else "pre-filter detail", pre(c.detail, "untrusted"),
-                             open_=c.status in ("failed", "proposal_failed")))
-    stats = c.statistics if isinstance(c.statistics, dict) else None
-    if stats:
-        rows = [(esc(label), num(stats.get(key), fmt)) for key, label, fmt in STAT_FIELDS if key in stats]
-        rows.append((f"predicted E_ens(M={view.members})", num(c.predicted, ".5f")))
-        rows.append(("parameters", num(c.param_count, "int")))
-        if c.instances is not None:
-            rows.append(("instances trained", str(c.instances)))
-        lat = _dict(getattr(c.row, "latency", None))
-        if lat:
-            rows.append(("latency b1 / b256 (ms)", f"{num(lat.get('batch_1_ms'), '.3g')} / "
-                                                   f"{num(lat.get('batch_256_ms'), '.3g')}"))
-        elif c.latency is not None:
-            rows.append(("latency (ms)", num(c.latency, ".3g")))
-        rows.append(("evaluation wall s", num(c.eval_seconds, ".1f")))
-    decision = c.decision if isinstance(c.decision, dict) else None
-    if stats or decision:
-        parts.append(f'<div class="cols">{kv_table(rows) if stats else ""}{_decision(decision) if decision else ""}</div>')
-    parts.append(details("diff against its parent", diff_html(c.diff),
-                         open_=c.status in ("accepted", "failed") or c.id == view.incumbent))
-    if c.source:
-        parts.append(details("source", pre(c.source, "untrusted code")))
-    parts.append(_meta(c.meta if isinstance(c.meta, dict) else {"meta": c.meta}))
-    return f'<section class="cand" id="c{int(c.id)}">{"".join(parts)}</section>'
-
-
-def _decision(d: dict) -> str:
-    known = {k for k, _, _ in DECISION_FIELDS} | {"reason", "baseline", "accept", "point_accept", "confident"}
-    rows = [("vs baseline", _link(d.get("baseline")))]
-    rows += [(esc(label), num(d.get(key), fmt)) for key, label, fmt in DECISION_FIELDS if key in d]
-    rows += [(esc(k), esc(v, 300) if not isinstance(v, (int, float)) else num(v, ".5g"))
-             for k, v in d.items() if k not in known]  # e.g. the sequential test's instances and stages
-    verdict = "accepted" if d.get("accept") else "rejected"
-    return f'<div class="decision"><p>{_status(verdict)} {esc(d.get("reason", ""), 600)}</p>{kv_table(rows)}</div>'
-
-
-LLM_KEYS = ("raw_outputs", "attempts", "prompt")
-
-
-def _meta(meta: dict) -> str:
-    out = []
-    raw = meta.get("raw_outputs")
-    if isinstance(raw, list) and raw:
-        body = "".join(f"<p class='muted'>attempt {i + 1}</p>{pre(t, 'untrusted llm')}" for i, t in enumerate(raw))
-        out.append(details(f"LLM output ({len(raw)} answer{'s' if len(raw) != 1 else ''})", body))
-    attempts = meta.get("attempts")
-    if isinstance(attempts, list) and attempts and all(isinstance(a, dict) for a in attempts):
-        keys = [k for k in ("attempt", "failure", "build_reason", "detail", "tokens", "seconds", "finish_reason")
-                if any(k in a for a in attempts)]
-        cells = [[esc(a.get(k, ""), 300) if not isinstance(a.get(k), float) else num(a.get(k), ".2f") for k in keys]
-                 for a in attempts]
-        out.append(details("LLM attempts", table([esc(k) for k in keys], cells)))
-    prompt = meta.get("prompt")
-    if prompt:
-        text = "\n\n".join(f"[{m.get('role', '?')}]\n{m.get('content', '')}" if isinstance(m, dict) else str(m)
-                           for m in (prompt if isinstance(prompt, list) else [prompt]))
-        out.append(details("prompt", pre(text[:8000] + ("\n…" if len(text) > 8000 else ""), "untrusted")))
-    rest = {k: v for k, v in meta.items() if k not in LLM_KEYS}
-    if rest:
-        out.append(details("metadata", as_json(rest, 4000)))
-    return "".join(out)
 
 
 # -- tables the report does not know yet ---------------------------------------------------------
