@@ -316,7 +316,7 @@ class SearchLoop:
 
 
 def proxy_diagnostic(rows: list[CandidateRow]) -> dict:
-    """THEORY.md T6.6 per cycle: σ²_arch from the spread of the candidates' scores, σ²_noise from
+    """docs/theory.md T6.6 per cycle: σ²_arch from the spread of the candidates' scores, σ²_noise from
     each candidate's two instances; SNR and the predicted rank correlation of proxy vs truth."""
     stats = [r.statistics for r in rows if r.statistics]
     if len(stats) < 2:

@@ -33,7 +33,7 @@ def cycle_lines(cycle: int, rows: list) -> list[str]:
 
 
 def proxy_note(cycle: int, diagnostic: dict, rows: list, warn_below: float) -> str | None:
-    """THEORY.md T6.6 said plainly, or nothing when it would say nothing: with fewer than three
+    """docs/theory.md T6.6 said plainly, or nothing when it would say nothing: with fewer than three
     scored candidates the spread estimate is noise, so no verdict is printed."""
     rho, snr = diagnostic.get("rho_s"), diagnostic.get("snr")
     if rho is None or diagnostic.get("candidates", 0) < MIN_CANDIDATES_FOR_RANKING or rho >= warn_below:

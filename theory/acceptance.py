@@ -1,4 +1,4 @@
-"""THEORY.md T2: the ensemble-decoupled acceptance test (seed 000, Thm 3.1) and its cost."""
+"""docs/theory.md T2: the ensemble-decoupled acceptance test (seed 000, Thm 3.1) and its cost."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from theory.errors import TheoryInputError
 
 
 def acceptance_threshold(members: int, diversity_base: float, diversity_candidate: float) -> float:
-    """THEORY.md T2: threshold ((M-1)/M) * (D_a - D_a') that Delta = E_a - E_a' must exceed.
+    """docs/theory.md T2: threshold ((M-1)/M) * (D_a - D_a') that Delta = E_a - E_a' must exceed.
 
     Negative when the candidate is more diverse: a worse single model can then be accepted.
     """
@@ -28,21 +28,21 @@ def predicted_improvement(
     error_candidate: float,
     diversity_candidate: float,
 ) -> float:
-    """THEORY.md T2: E_ens(a, M) - E_ens(a', M); > 0 means the candidate's ensemble is better."""
+    """docs/theory.md T2: E_ens(a, M) - E_ens(a', M); > 0 means the candidate's ensemble is better."""
     return ensemble_error(error_base, diversity_base, members) - ensemble_error(
         error_candidate, diversity_candidate, members
     )
 
 
 def accepts(delta: float, threshold: float) -> bool:
-    """THEORY.md T2: accept a' iff Delta > threshold, Delta = E_a - E_a' (strict: ties keep a)."""
+    """docs/theory.md T2: accept a' iff Delta > threshold, Delta = E_a - E_a' (strict: ties keep a)."""
     return chk.real(delta, "delta") > chk.real(threshold, "threshold")
 
 
 def variance_stable_threshold(
     members: int, variance: float, rho_base: float, rho_candidate: float
 ) -> float:
-    """THEORY.md T2 under variance stability (sigma_a'^2 ~ sigma_a^2).
+    """docs/theory.md T2 under variance stability (sigma_a'^2 ~ sigma_a^2).
 
     Threshold ((M-1)/M) sigma^2 (rho_a' - rho_a) for Delta = E_a - E_a'.
     """
@@ -54,7 +54,7 @@ def variance_stable_threshold(
 
 
 def search_cost(n_candidates: int, members: int, *, decoupled: bool) -> int:
-    """THEORY.md T2 cost (seed 000 §3.4): training runs to screen N candidates.
+    """docs/theory.md T2 cost (seed 000 §3.4): training runs to screen N candidates.
 
     Full check: M members per candidate, N*M. Decoupled: 2 instances per candidate plus M once
     for the winner, 2N + M.
