@@ -6,7 +6,6 @@ so a bad flag never leaves a dead run directory behind.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,7 +144,3 @@ def preflight(config: RunConfig, *, sandbox: str | None = None, load_data: bool 
     if load_data:
         check_task(config, load_data=True)
     return Preflight(task=task, sandbox=choice, generator=generator, warnings=warnings)
-
-
-def module_available(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None

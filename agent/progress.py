@@ -17,10 +17,13 @@ interleave with it.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import threading
 import time
 from typing import TextIO
+
+from agent.safe_text import safe_line
 
 _lock = threading.RLock()
 _stack: list["Phase"] = []
@@ -119,13 +122,10 @@ def _draw() -> None:
     global _shown
     if _stream is None or not _stack:
         return
-    from agent.safe_text import safe_line
-    width = 120
     try:
-        import shutil
         width = max(20, shutil.get_terminal_size((120, 24)).columns - 1)
     except (OSError, ValueError):
-        pass
+        width = 120
     text = safe_line(" › ".join(p.line() for p in _stack[-2:]), limit=width)
     try:
         _stream.write("\r\x1b[2K" + text)

@@ -20,9 +20,13 @@ def proposer_line(cycle: int, proposer: str, rows: list) -> str:
     valid = sum(r.status != "proposal_failed" for r in rows)
     evaluated = sum(r.status in EVALUATED for r in rows)
     accepted = sum(r.status == "accepted" for r in rows)
-    why = lambda c: " (" + ", ".join(f"{safe_line(k)} {v}" for k, v in c.most_common()) + ")" if c else ""  # noqa: E731
     return (f"cycle {cycle} · {proposer}: {len(rows)} proposed, {valid} valid, {sum(filtered.values())} filtered"
-            f"{why(filtered)}, {sum(failed.values())} failed{why(failed)}, {evaluated} evaluated, {accepted} accepted")
+            f"{_by_reason(filtered)}, {sum(failed.values())} failed{_by_reason(failed)}, {evaluated} evaluated, "
+            f"{accepted} accepted")
+
+
+def _by_reason(counts: Counter) -> str:
+    return " (" + ", ".join(f"{safe_line(k)} {v}" for k, v in counts.most_common()) + ")" if counts else ""
 
 
 def cycle_lines(cycle: int, rows: list) -> list[str]:

@@ -16,7 +16,7 @@ import pytest
 
 from agent.cli import main
 from agent.run_lock import RunLock, RunLocked, live_holder
-from agent.store import RunDirError, RunStore
+from agent.store import RunStore
 from tests.test_loop import FAST_TASK, _config
 
 ROOT = Path(__file__).resolve().parents[1]
