@@ -22,7 +22,7 @@ from agent.prefilter import Prefilter
 from agent.proposers.base import LoopResources, ProgramRecord, ProposalContext, make_proposer
 from agent.report import refresh_report
 from agent.run_lock import RunLock
-from agent.store import CandidateRow, RunDirError, RunStore
+from agent.store import CandidateRow, RunDirError, RunStore, run_dir_state
 from evaluator.evaluate import Evaluation, Evaluator
 from evaluator.failures import ConfigError
 from evaluator.statistics import predicted_from_dict
@@ -65,7 +65,7 @@ class SearchLoop:
                 raise RunDirError(f"{self.run_dir} has no saved config; it was never started")
             self.config = RunConfig.model_validate(saved)
         else:
-            if (self.run_dir / "run.sqlite").exists():
+            if run_dir_state(self.run_dir) in ("started", "foreign"):  # "incomplete": killed while created
                 raise RunDirError(f"{self.run_dir} already holds a run; use `ensnas resume {self.run_dir}`")
             self.config = config or RunConfig()
             self.store = RunStore(self.run_dir, create=True)

@@ -66,12 +66,19 @@ def _generator_from_flag(value: str) -> dict:
 def run(args) -> int:
     from agent.loop import SearchLoop
     from agent.preflight import preflight
-    from agent.store import DB_NAME, RunDirError, check_run_dir
+    from agent.run_lock import RunLocked, live_holder
+    from agent.store import DB_NAME, RunDirError, check_run_dir, run_dir_state
     config = build_config(args)                       # an unreadable or invalid config stops here
     run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{Path(config.task).stem}")
     check_run_dir(run_dir, create=True)
-    if (run_dir / DB_NAME).exists():
+    holder = live_holder(run_dir)
+    if holder is not None:
+        raise RunLocked(f"{run_dir} is in use by {holder.describe()}; wait for it to finish or stop it")
+    state = run_dir_state(run_dir)
+    if state == "started":
         raise RunDirError(f"{run_dir} already holds a run; use `ensnas resume {run_dir}`")
+    if state == "foreign":
+        raise RunDirError(f"{run_dir}/{DB_NAME} is not an ensnas run database; choose another --run-dir")
     setup = preflight(config)                          # task, data, proposers, generator, sandbox
     print(f"run directory: {run_dir}  (resume with: ensnas resume {run_dir})")
     _say_setup(setup)
@@ -87,10 +94,13 @@ def resume(args) -> int:
     from agent.preflight import preflight
     from agent.run_lock import RunLock
     from agent.run_state import resume_point
-    from agent.store import RunDirError, RunStore
+    from agent.store import RunDirError, RunStore, run_dir_state
     run_dir = Path(args.run_dir)
     lock = RunLock(run_dir).acquire()                      # one writer; before anything is read or written
     try:
+        if run_dir_state(run_dir) == "incomplete":
+            raise RunDirError(f"{run_dir} was stopped while it was being created, before its first cycle: start it "
+                              f"again with `ensnas run --run-dir {run_dir}` (and the same options)")
         with RunStore(run_dir) as store:
             saved = store.get_meta("config")
         if saved is None:
