@@ -1,4 +1,4 @@
-"""The cross-entropy update (THEORY.md T6.1): LoRA fine-tune the generator on the elites.
+"""The cross-entropy update (docs/theory.md T6.1): LoRA fine-tune the generator on the elites.
 
 Maximum likelihood of the elite programs under the generator is the CE update restricted to the
 model family. Each example is (prompt → accepted delta): the exact prompt and answer the LLM

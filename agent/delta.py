@@ -1,6 +1,6 @@
 """The delta format: what the LLM emits and how it becomes a program.
 
-Two output modes, compared by THEORY.md T6.4:
+Two output modes, compared by docs/theory.md T6.4:
 
 - ``delta``: one or more SEARCH/REPLACE blocks
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent import progress, run_state, summary
 from agent.config import RunConfig
 from agent.delta import unified_diff
 from agent.gate import Gate
@@ -21,7 +22,7 @@ from agent.prefilter import Prefilter
 from agent.proposers.base import LoopResources, ProgramRecord, ProposalContext, make_proposer
 from agent.report import refresh_report
 from agent.run_lock import RunLock
-from agent.store import CandidateRow, RunDirError, RunStore
+from agent.store import CandidateRow, RunDirError, RunStore, run_dir_state
 from evaluator.evaluate import Evaluation, Evaluator
 from evaluator.failures import ConfigError
 from evaluator.statistics import predicted_from_dict
@@ -64,13 +65,14 @@ class SearchLoop:
                 raise RunDirError(f"{self.run_dir} has no saved config; it was never started")
             self.config = RunConfig.model_validate(saved)
         else:
-            if (self.run_dir / "run.sqlite").exists():
+            if run_dir_state(self.run_dir) in ("started", "foreign"):  # "incomplete": killed while created
                 raise RunDirError(f"{self.run_dir} already holds a run; use `ensnas resume {self.run_dir}`")
             self.config = config or RunConfig()
             self.store = RunStore(self.run_dir, create=True)
             self.store.set_meta("config", self.config.model_dump(mode="json"))
             self.store.set_meta("versions", _versions())
         c = self.config
+        run_state.mark_running(self.store, self.lock.holder)
         self.task: TaskConfig = get_task(c.task, data_path=c.data_path)
         self.members = c.acceptance.members
         backend = resolve_sandbox_name(sandbox_name or c.sandbox.backend)
@@ -112,7 +114,13 @@ class SearchLoop:
             report = self.store.get_state("final_report")
             if report is None and self.config.deploy.export:
                 from agent.deploy import deploy_final
+                run_state.set_phase(self.store, "deploying")
                 report = deploy_final(self)
+            run_state.mark_done(self.store, "finished")
+        except BaseException as exc:
+            run_state.mark_done(self.store, "stopped", "interrupted" if isinstance(exc, KeyboardInterrupt)
+                                else f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             self.close()
         return report or {}
@@ -121,6 +129,7 @@ class SearchLoop:
         self.evaluator.close()  # no warm sandbox outlives the run
         try:
             if self.lock.held:
+                run_state.mark_closed(self.store)
                 self.store.checkpoint()  # readers of a finished run then open it without a WAL
         except RunDirError as exc:
             log.debug("WAL checkpoint skipped: %s", exc)
@@ -145,7 +154,9 @@ class SearchLoop:
         k = max(2, self.config.noise_instances)
         if seed_row.status == "pending":
             log.info("evaluating the seed program (%d instances)…", k)
-            result = self._evaluate(seed_row.id, seed_row.source, instances=k)
+            run_state.set_phase(self.store, "seed")
+            with progress.phase(f"seed program: training {k} instances in the sandbox"):
+                result = self._evaluate(seed_row.id, seed_row.source, instances=k)
             if not result.ok:
                 raise ConfigError(f"the task's seed program fails: {result.reason.value}: {result.detail}")
         seed_row = self.store.candidate(seed_row.id)
@@ -186,12 +197,14 @@ class SearchLoop:
         with self.store.transaction() as db:
             db.execute("INSERT OR REPLACE INTO cycles(cycle, status, started, incumbent_before) VALUES(?,?,?,?)",
                        (cycle, "proposing", time.time(), self.store.get_state("incumbent")))
+        run_state.set_phase(self.store, "proposing", cycle)
         ctx = self._context(cycle)
         proposals = []
         for spec, proposer in self.proposers:
             start = time.perf_counter()
-            for cand in proposer.propose(ctx, spec.candidates):
-                proposals.append(cand)
+            with progress.phase(f"cycle {cycle}: {spec.name} proposing {spec.candidates}"):
+                for cand in proposer.propose(ctx, spec.candidates):
+                    proposals.append(cand)
             self._time("proposal", time.perf_counter() - start)
         start = time.perf_counter()
         parents = {r.id: r.source for r in ctx.history}
@@ -219,8 +232,6 @@ class SearchLoop:
                     self.prefilter.archive(cid, cand.source)  # later proposals in this cycle see it
             db.execute("UPDATE cycles SET status = 'evaluating' WHERE cycle = ?", (cycle,))
         self._time("store", time.perf_counter() - start)
-        log.info("cycle %d: %d proposals, %d passed the pre-filter", cycle, len(proposals),
-                 len(self.store.candidates(cycle=cycle, status="pending")))
 
     def _evaluate(self, cand_id: int, source: str, instances: int = 2) -> Evaluation:
         result = self.evaluator.evaluate(source, instances=instances)
@@ -236,18 +247,19 @@ class SearchLoop:
         return result
 
     def _evaluate_all(self, pending: list[CandidateRow], cycle: int) -> None:
-        bar = _progress(len(pending), f"cycle {cycle} evaluating", self.progress)
-        with ThreadPoolExecutor(max_workers=self.config.sandbox.workers) as pool:
+        run_state.set_phase(self.store, "evaluating", cycle)
+        with progress.phase(f"cycle {cycle}: evaluating in the sandbox", total=len(pending)) as bar, \
+                ThreadPoolExecutor(max_workers=self.config.sandbox.workers) as pool:
             futures = {pool.submit(self._evaluate, row.id, row.source): row for row in pending}
             for future in as_completed(futures):
                 row, result = futures[future], future.result()
-                bar.update(1)
+                bar.advance()
                 log.debug("candidate %d: %s", row.id, "ok" if result.ok else result.reason.value)
-        bar.close()
 
     def _decide(self, cycle: int) -> None:
         """The gate, candidate by candidate in id order; each decision commits with its statistics
         (recomputed over any instances the gate trained) and the new incumbent."""
+        run_state.set_phase(self.store, "deciding", cycle)
         if self.store.get_state("noise_prior", "absent") == "absent":  # a run from before the prior
             with self.store.transaction() as db:
                 self.gate.set_prior(db, self.store.get_state("seed_id"))
@@ -269,10 +281,13 @@ class SearchLoop:
                     proposer.observe(None, record(row))
 
     def _finish_cycle(self, cycle: int) -> None:
-        diagnostic = proxy_diagnostic(self.store.candidates(cycle=cycle))
-        if diagnostic.get("rho_s") is not None and diagnostic["rho_s"] < RHO_S_WARN:
-            log.warning("cycle %d: proxy ranking unreliable (predicted Spearman %.2f, SNR %.2f): candidates differ "
-                        "less than two instances of one program do", cycle, diagnostic["rho_s"], diagnostic["snr"])
+        rows = self.store.candidates(cycle=cycle)
+        for line in summary.cycle_lines(cycle, rows):
+            log.info(line)
+        diagnostic = proxy_diagnostic(rows)
+        note = summary.proxy_note(cycle, diagnostic, rows, RHO_S_WARN)
+        if note:
+            log.warning(note)
         self._maybe_ce_update(cycle)
         with self.store.transaction() as db:
             for spec, proposer in self.proposers:
@@ -291,15 +306,17 @@ class SearchLoop:
         if any(a["cycle"] == cycle for a in self.store.adapters()):
             return
         from agent.ce_update import fine_tune_on_elites
+        run_state.set_phase(self.store, "ce_update", cycle)
         start = time.perf_counter()
-        path = fine_tune_on_elites(self, cycle)
+        with progress.phase(f"cycle {cycle}: CE update (LoRA fine-tune of the generator)"):
+            path = fine_tune_on_elites(self, cycle)
         self._time("ce_update", time.perf_counter() - start)
         if path is not None:
             self.resources.adapter_path = str(path)
 
 
 def proxy_diagnostic(rows: list[CandidateRow]) -> dict:
-    """THEORY.md T6.6 per cycle: σ²_arch from the spread of the candidates' scores, σ²_noise from
+    """docs/theory.md T6.6 per cycle: σ²_arch from the spread of the candidates' scores, σ²_noise from
     each candidate's two instances; SNR and the predicted rank correlation of proxy vs truth."""
     stats = [r.statistics for r in rows if r.statistics]
     if len(stats) < 2:
@@ -311,17 +328,6 @@ def proxy_diagnostic(rows: list[CandidateRow]) -> dict:
     snr = arch / noise if noise > 0 else float("inf")
     return {"candidates": len(stats), "var_arch": arch, "var_noise": noise, "snr": snr,
             "rho_s": float(predicted_rank_correlation(arch, noise)) if noise > 0 else 1.0}
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    try:
-        from tqdm import tqdm
-        return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
-    except ImportError:  # pragma: no cover
-        class _Null:
-            def update(self, n): ...
-            def close(self): ...
-        return _Null()
 
 
 def _versions() -> dict:

@@ -98,6 +98,32 @@ def check_run_dir(run_dir: Path, *, create: bool) -> None:
         raise RunDirError(f"{run_dir} is not an ensnas run directory ({what})")
 
 
+def run_dir_state(run_dir: Path) -> str:
+    """What a directory holds, read without changing anything: "absent" (no run.sqlite),
+    "incomplete" (a run killed while its database was being created: `ensnas run` may start it
+    again), "started" (a run with its config: `ensnas resume` it) or "foreign" (another database)."""
+    db = Path(run_dir) / DB_NAME
+    if not db.exists():
+        return "absent"
+    if db.stat().st_size == 0:
+        return "incomplete"
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "meta" not in tables:
+                return "incomplete" if not tables - set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA)) \
+                    else "foreign"
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return "foreign"
+    if meta.get("format", FORMAT) != FORMAT:
+        return "foreign"
+    return "started" if "config" in meta else "incomplete"
+
+
 def _mapped(exc: sqlite3.DatabaseError, path: Path) -> RunDirError:
     """One typed error, with the path and what to do, for whatever SQLite raised at any query."""
     text = str(exc)
@@ -204,7 +230,7 @@ class RunStore:
         self._reader = None
         check_run_dir(self.dir, create=create)
         if create:
-            self.artifacts.mkdir(parents=True, exist_ok=True)
+            self.dir.mkdir(parents=True, exist_ok=True)   # run.sqlite first: a kill then leaves an "incomplete" run
         elif db.stat().st_size == 0:
             raise RunDirError(f"{db} is empty (the run was killed before its first commit, or the file was "
                               f"truncated); start a new run")
@@ -218,6 +244,7 @@ class RunStore:
                                                       timeout=30), db)
             if create:
                 self.db.execute("PRAGMA journal_mode=WAL")
+                self.artifacts.mkdir(exist_ok=True)
                 self.db.executescript(SCHEMA)
                 self._add_columns()
                 with self.transaction():

@@ -1,4 +1,4 @@
-"""THEORY.md T6.4 measured: validity and distinctness of the generator's edits, per model and mode.
+"""docs/theory.md T6.4 measured: validity and distinctness of the generator's edits, per model and mode.
 
 Same parent (the digits task's seed program evaluator/programs/mlp.py), same prompts, N proposals
 per variant through the real `llm` proposer with the repair loop on; the model (a catalogue name

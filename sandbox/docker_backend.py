@@ -254,6 +254,10 @@ def reap_orphans(client) -> list[str]:
             container.remove(force=True, v=True)
             removed.append(container.id)
         except Exception as exc:  # noqa: BLE001 - best effort: never block a run on cleanup
+            if getattr(exc, "status_code", None) in (404, 409):
+                # gone already, or another run on this host is removing it right now (409 Conflict)
+                log.debug("orphaned sandbox container %s: %s", container.id[:12], exc)
+                continue
             log.warning("could not remove orphaned sandbox container %s: %s", container.id[:12], exc)
     if removed:
         log.info("removed %d orphaned sandbox container(s)", len(removed))

@@ -16,7 +16,7 @@ import pytest
 from agent.cli import main
 from agent.config import RunConfig
 from agent.loop import SearchLoop
-from agent.store import RunDirError, RunStore
+from agent.store import RunDirError, RunStore, run_dir_state
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST_TASK = """name: digits-fast
@@ -151,7 +151,9 @@ def test_kill_minus_nine_then_resume_loses_and_repeats_nothing(tmp_path, fast_ta
             proc.wait()
             kills += 1
             killed_pids.append(proc.pid)
-            cmd = base + ["resume", str(killed), "--quiet"]
+            # setup is checked before anything is written: a run killed that early is started again
+            started = run_dir_state(killed) == "started"
+            cmd = base + (["resume", str(killed), "--quiet"] if started else ["run", "--run-dir", str(killed)] + common)
             continue
         assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
         break

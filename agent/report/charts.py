@@ -229,7 +229,7 @@ def proposers(view: RunView) -> str | None:
 
 
 def reliability(view: RunView) -> str | None:
-    """The proxy-reliability diagnostic per cycle (THEORY.md T6.6): predicted ρ_S and the SNR."""
+    """The proxy-reliability diagnostic per cycle (docs/theory.md T6.6): predicted ρ_S and the SNR."""
     pts = [(c["cycle"], number((c.get("diagnostic") or {}).get("rho_s")), number((c.get("diagnostic") or {}).get("snr")))
            for c in view.cycles if isinstance(c.get("diagnostic"), dict)]
     pts = [p for p in pts if p[1] is not None]

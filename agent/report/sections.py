@@ -253,7 +253,7 @@ def diagnostics(view: RunView):
     if not view.cycles and not view.timings:
         return None
     body = figure(charts.reliability(view), (
-        "THEORY.md T6.6: σ²_arch is the spread of the cycle's candidate scores, σ²_noise the spread of one "
+        "docs/theory.md T6.6: σ²_arch is the spread of the cycle's candidate scores, σ²_noise the spread of one "
         "program's instances. Below ρ_S ≈ 0.8 the proxy ranks candidates little better than noise."))
     adapter_at = {a["cycle"]: a for a in view.adapters}
     cells = []
