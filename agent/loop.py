@@ -48,7 +48,8 @@ LEGACY_DEFAULTS = {"pipeline": "off", "population": {"enabled": False}}
 def record(row: CandidateRow) -> ProgramRecord:
     return ProgramRecord(id=row.id, source=row.source or "", status=row.status, reason=row.reason or "",
                          parent_id=row.parent_id, proposer=row.proposer, statistics=row.statistics,
-                         decision=row.decision, diff=row.diff or "")
+                         decision=row.decision, diff=row.diff or "", param_count=row.param_count,
+                         latency=row.latency)
 
 
 def predicted(row: CandidateRow, members: int) -> float:
@@ -116,7 +117,7 @@ class SearchLoop:
         self.lag = 1 if c.pipeline == "off" else 2
         self.population = (Population(store=self.store, config=c.population, members=self.members, seed=c.seed)
                            if c.population.enabled else None)
-        self.arms = arms_for([spec.name for spec in c.proposers], c.population.llm_operators)
+        self.arms = arms_for([spec.name for spec in c.proposers], _llm_operators(c))
         self._session_start = time.time()
         self._wall_before = float(self.store.get_state("spent_wall_s", 0.0) or 0.0)
 
@@ -131,12 +132,13 @@ class SearchLoop:
             for cycle in range(1, self.config.cycles + 1):
                 if self.store.cycle_status(cycle) == "done":
                     continue
-                reason = exhausted(self.config.budget, self.spent())
+                reason = self._budget_reason(cycle)
                 if reason:
                     log.info("stopping before cycle %d: %s (resume with a larger budget to continue)", cycle, reason)
                     self.store.set_state("stopped", {"before_cycle": cycle, "reason": reason})
                     break
                 self._run_cycle(cycle, ahead)
+            self.store.set_state("spent_wall_s", self.spent().wall_s)
             report = self.store.get_state("final_report")
             last = max((c["cycle"] for c in self.store.cycles() if c["status"] == "done"), default=0)
             if (report is None or report.get("after_cycle", last) < last) and self.config.deploy.export:
@@ -226,9 +228,19 @@ class SearchLoop:
         self._decide(cycle)
         self._finish_cycle(cycle)
 
+    def _budget_reason(self, cycle: int) -> str | None:
+        """Why the run stops before `cycle`, if it does. A cycle proposed ahead has spent its tokens
+        already; evaluating it is what remains, so only wall time and evaluations can stop it."""
+        spent = self.spent()
+        if self.store.cycle_status(cycle) not in (None, "proposing"):
+            spent = dataclasses.replace(spent, tokens=0)
+        return exhausted(self.config.budget, spent)
+
     def _propose_next(self, cycle: int) -> bool:
         nxt = cycle + 1
         if self.lag < 2 or nxt > self.config.cycles or self.store.cycle_status(nxt) not in (None, "proposing"):
+            return False
+        if exhausted(self.config.budget, self.spent()):
             return False
         left = evaluations_left(self.config.budget, Spent(evaluations=self._planned_evaluations()))
         return left is None or left > 0
@@ -431,6 +443,13 @@ class SearchLoop:
         self._time("ce_update", time.perf_counter() - start)
         if path is not None:
             self.resources.adapter_path = str(path)
+
+
+def _llm_operators(config: RunConfig) -> list[str]:
+    """The LLM's bandit arms: the configured operators, plus one per operator hint it was given."""
+    hints = [len(((spec.options.get("config") or {}).get("hints") or [])) for spec in config.proposers
+             if spec.name == "llm"]
+    return list(config.population.llm_operators) + [f"hint:{i}" for i in range(max(hints, default=0))]
 
 
 def _tokens(meta: dict) -> int:

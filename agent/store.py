@@ -482,6 +482,8 @@ class RunStore:
     def archive(self, *, island: int | None = None, at_cycle: int | None = None) -> list[dict]:
         """Archive membership rows; with at_cycle, the members present at the end of that cycle,
         otherwise the current members. Ordered by island, then candidate id."""
+        if not self._has_table("archive"):  # a run from before the population, read read-only
+            return []
         sql, args = "SELECT island, candidate_id, entered_cycle, origin, left_cycle, left_reason FROM archive WHERE", []
         if at_cycle is None:
             sql += " left_cycle IS NULL"
@@ -494,7 +496,12 @@ class RunStore:
         return [dict(island=r[0], candidate_id=r[1], entered_cycle=r[2], origin=r[3], left_cycle=r[4], left_reason=r[5])
                 for r in self.db.execute(sql + " ORDER BY island, candidate_id", args)]
 
+    def _has_table(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
     def archive_history(self) -> list[dict]:
+        if not self._has_table("archive"):
+            return []
         return [dict(island=r[0], candidate_id=r[1], entered_cycle=r[2], origin=r[3], left_cycle=r[4], left_reason=r[5])
                 for r in self.db.execute("SELECT island, candidate_id, entered_cycle, origin, left_cycle, left_reason"
                                          " FROM archive ORDER BY entered_cycle, island, candidate_id")]
@@ -508,5 +515,7 @@ class RunStore:
                        (cycle, arm, int(n), st.get("pulls"), st.get("reward")))
 
     def allocations(self) -> list[dict]:
+        if not self._has_table("bandit"):
+            return []
         return [dict(cycle=r[0], arm=r[1], allocated=r[2], pulls=r[3], reward=r[4])
                 for r in self.db.execute("SELECT cycle, arm, allocated, pulls, reward FROM bandit ORDER BY cycle, rowid")]

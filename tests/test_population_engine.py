@@ -137,3 +137,15 @@ def test_archive_stays_mutually_nondominated(tmp_path, objectives):
                 assert not dominates(run.pop.rule.relations(a, b, run.judge.relation(a, b)))
     if objectives == ["error"]:  # one axis: only members no one is confidently better than stay
         assert len(archive) <= 3
+
+
+def test_crossover_arms_sit_out_until_there_are_two_programs_to_cross(tmp_path):
+    run = Run(tmp_path / "r", CONFIG)
+    arms = ["random", "crossover", "llm:crossover"]
+    early = run.pop.plan(1, arms, 8, through_cycle=0)
+    assert set(early.allocation) == {"random"} and early.allocation["random"] == 8
+    run.add(1, quality=1.2, params=100, latency=1.0, island=1, parent=run.seed_id)
+    run.pop.decide(1, run.judge)
+    later = run.pop.plan(3, arms, 30, through_cycle=1)
+    assert later.allocation["crossover"] > 0 and later.allocation["llm:crossover"] > 0
+    assert all(s.second_parent is not None for s in later.slots if s.arm != "random")

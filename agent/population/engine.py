@@ -19,6 +19,7 @@ from agent.population.config import PopulationConfig
 from agent.population.migration import due, plan_migrations
 from agent.population.pareto import (DominanceRule, Member, Relation, error_best, hypervolume, normalised, place)
 from agent.population.plan import PlanConfig, Slot, arm_name, plan_slots
+from agent.proposers.base import ProgramRecord
 from agent.store import TERMINAL, CandidateRow, RunStore
 from evaluator.statistics import predicted_from_dict
 
@@ -29,8 +30,9 @@ class Judge(Protocol):   # agent.population.judge.GateJudge
     def statistics(self, cid: int, current: dict | None) -> dict | None: ...
 
 
-def member_of(row: CandidateRow, members: int, latency_batch: int = 1) -> Member:
-    """A stored, evaluated candidate as an archive member; unmeasured costs count as infinite."""
+def member_of(row: CandidateRow | ProgramRecord, members: int, latency_batch: int = 1) -> Member:
+    """A stored, evaluated candidate (or a proposer's record of one) as an archive member;
+    unmeasured costs count as infinite."""
     latency = (row.latency or {}).get(f"batch_{latency_batch}_ms")
     return Member(id=row.id, error=predicted_from_dict(row.statistics, members),
                   params=float(row.param_count) if row.param_count is not None else math.inf,
@@ -75,16 +77,20 @@ class Population:
              fixed: dict[str, int] | None = None) -> CyclePlan:
         """The cycle's allocation and slots from the state after cycle `through_cycle` (the loop's lag)."""
         rng = np.random.default_rng([self.seed, cycle, 15])
+        archives = self.archives(at_cycle=through_cycle)
+        crossing = {"crossover", arm_name("llm", "crossover")}
+        if len({m.id for a in archives for m in a}) < 2:  # nothing to cross yet: those arms sit this cycle out
+            arms = [a for a in arms if a not in crossing] or list(arms)
         state = self.bandit_state(arms, through_cycle)
         if self.config.bandit == "off":
-            allocation = dict(fixed or {arm: 0 for arm in arms})
+            allocation = {a: n for a, n in (fixed or {}).items() if a in arms}
         else:
             allocation = bandit.allocate(state, budget, rng, policy=self.config.bandit)
         c = self.config
-        slots = plan_slots({a: n for a, n in allocation.items() if n}, self.archives(at_cycle=through_cycle), rng,
+        slots = plan_slots({a: n for a, n in allocation.items() if n}, archives, rng,
                            PlanConfig(exploit=c.exploit, power=c.rank_power, inspirations=c.inspirations,
                                       objectives=tuple(c.objectives),
-                                      crossover_arms=frozenset({"crossover", arm_name("llm", "crossover")})))
+                                      crossover_arms=frozenset(crossing)))
         return CyclePlan(allocation=allocation, slots=slots, state=state)
 
     # -- decisions ---------------------------------------------------------------------
