@@ -38,6 +38,7 @@ from evaluator.statistics import compute_statistics  # noqa: E402
 
 REFERENCE = (1.5, 10.0, 10.0)   # (test Brier, params, latency) as multiples of the seed program's
 MEMBERS = 5
+CODE = "gate"   # results of an earlier judge (the fixed bootstrap test) are not mixed in
 METHODS = {
     "hill_climber": dict(population={"enabled": False}, pipeline="off",
                          proposers=[{"name": "random", "candidates": 2}, {"name": "evolution", "candidates": 2}]),
@@ -95,6 +96,8 @@ def one_run(workdir: Path, task: str, method: str, seed: int, evaluations: int, 
             "evaluations": sum(r.evaluations for r in rows if r.cycle > 0),
             "cycles": sum(c["status"] == "done" for c in store.cycles()),
             "accepted": sum(r.status == "accepted" for r in rows),
+            # sandbox instances trained for the search (candidates' own two plus what the gate asked for)
+            "instances": sum(len(store.load_instances(r.id).seeds) for r in rows if r.cycle > 0 and r.statistics),
             "failed": sum(r.status == "failed" for r in rows), "filtered": sum(r.status == "filtered" for r in rows),
             "proposal_failed": sum(r.status == "proposal_failed" for r in rows),
             "test_brier": report["final"]["brier"], "seed_test_brier": report["seed"]["brier"],
@@ -146,7 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     out = RESULTS / f"{args.name}.json"
     previous = json.loads(out.read_text()).get("runs", []) if out.exists() else []
-    runs = [r for r in previous if r.get("evaluations_budget") == args.evaluations]
+    runs = [r for r in previous if r.get("evaluations_budget") == args.evaluations and r.get("code") == CODE]
     done = {(r["task"], r["method"], r["seed"]) for r in runs}
     loads = []
     for seed in args.seeds:                 # interleaved, so load drifts hit both methods alike
@@ -159,7 +162,7 @@ def main() -> None:
                     r = one_run(workdir, task, method, seed, args.evaluations, args.max_cycles)
                 finally:
                     shutil.rmtree(workdir, ignore_errors=True)
-                r["evaluations_budget"] = args.evaluations
+                r["evaluations_budget"], r["code"] = args.evaluations, CODE
                 r["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
                 loads.append(r["loadavg"])
                 runs.append(r)
@@ -180,10 +183,11 @@ def main() -> None:
                          f"{f('seed_test_brier').mean():.4f}", f"{f('hv_returned').mean():.3f} ± {f('hv_returned').std():.3f}",
                          f"{f('hv_posthoc').mean():.3f} ± {f('hv_posthoc').std():.3f}",
                          f"{np.mean([len(r['returned']) for r in rs]):.1f}", f"{f('accepted').mean():.1f}",
-                         f"{f('evaluations').mean():.1f}", f"{f('wall_seconds').mean():.0f}"])
+                         f"{f('evaluations').mean():.1f}", f"{np.mean([r.get('instances', 0) for r in rs]):.1f}",
+                         f"{f('wall_seconds').mean():.0f}"])
         plot(runs, task, RESULTS / f"{args.name}_{task}.png")
     headers = ["task", "method", "seeds", "final test Brier (M=5)", "seed prog.", "HV returned", "HV post hoc",
-               "front size", "accepted/entered", "evaluations", "wall s"]
+               "front size", "accepted/entered", "evaluations", "instances", "wall s"]
     print(f"\nequal evaluations ({args.evaluations}); HV over (test Brier, params, latency) / seed's, reference "
           f"{REFERENCE}, as a fraction of the reference box")
     print_table(headers, rows)
