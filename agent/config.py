@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -85,6 +85,10 @@ class RunConfig(_Strict):
     elites: int = Field(8, ge=1)
     history: int = Field(8, ge=1, description="recent candidates shown to proposers")
     population: PopulationConfig = PopulationConfig()
+    pipeline: Literal["off", "lagged", "overlapped"] = Field(
+        "overlapped", description="overlapped: cycle n+1's proposals are written while cycle n trains, from the "
+                                  "decisions up to cycle n-1; lagged: the same proposals without the overlap (same "
+                                  "decisions, for checking); off: each cycle proposes after the previous one decided")
     budget: BudgetConfig = BudgetConfig()
 
     @model_validator(mode="after")

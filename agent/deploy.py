@@ -23,7 +23,8 @@ def deploy_final(loop) -> dict:
     store, evaluator, m = loop.store, loop.evaluator, loop.config.deploy.members
     seed_id, final_id = store.get_state("seed_id"), store.get_state("incumbent")
     y_test = evaluator.data.y_test
-    report = {"members": m, "seed_id": seed_id, "final_id": final_id}
+    done = [c["cycle"] for c in store.cycles() if c["status"] == "done"]
+    report = {"members": m, "seed_id": seed_id, "final_id": final_id, "after_cycle": max(done, default=0)}
     export_dir = loop.run_dir / "export"
     for role, cid in (("final", final_id), ("seed", seed_id)):
         if role == "seed" and seed_id == final_id:

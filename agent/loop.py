@@ -7,7 +7,10 @@ only what was in flight, decides only what was undecided, and never proposes a c
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -18,8 +21,12 @@ from agent import progress, run_state, summary
 from agent.config import RunConfig
 from agent.delta import unified_diff
 from agent.gate import Gate
+from agent.population.budgets import Spent, evaluations_left, exhausted
+from agent.population.engine import Population
+from agent.population.judge import GateJudge
+from agent.population.plan import Slot, arm_name, arms_for, split_arm
 from agent.prefilter import Prefilter
-from agent.proposers.base import LoopResources, ProgramRecord, ProposalContext, make_proposer
+from agent.proposers.base import Candidate, LoopResources, ProgramRecord, ProposalContext, make_proposer
 from agent.report import refresh_report
 from agent.run_lock import RunLock
 from agent.store import CandidateRow, RunDirError, RunStore, run_dir_state
@@ -35,10 +42,15 @@ log = logging.getLogger("ensnas")
 RHO_S_WARN = 0.8
 
 
+# Settings whose default changed after runs were made: a saved config without the key keeps the old behaviour.
+LEGACY_DEFAULTS = {"pipeline": "off", "population": {"enabled": False}}
+
+
 def record(row: CandidateRow) -> ProgramRecord:
     return ProgramRecord(id=row.id, source=row.source or "", status=row.status, reason=row.reason or "",
                          parent_id=row.parent_id, proposer=row.proposer, statistics=row.statistics,
-                         decision=row.decision, diff=row.diff or "")
+                         decision=row.decision, diff=row.diff or "", param_count=row.param_count,
+                         latency=row.latency)
 
 
 def predicted(row: CandidateRow, members: int) -> float:
@@ -63,7 +75,7 @@ class SearchLoop:
             saved = self.store.get_meta("config")
             if saved is None:
                 raise RunDirError(f"{self.run_dir} has no saved config; it was never started")
-            self.config = RunConfig.model_validate(saved)
+            self.config = RunConfig.model_validate({**LEGACY_DEFAULTS, **saved})
         else:
             if run_dir_state(self.run_dir) in ("started", "foreign"):  # "incomplete": killed while created
                 raise RunDirError(f"{self.run_dir} already holds a run; use `ensnas resume {self.run_dir}`")
@@ -101,18 +113,37 @@ class SearchLoop:
             self.proposers.append((spec, proposer))
         self.progress = progress
         self.timings: dict[str, float] = self.store.get_state("timings", {}) or {}
+        self._timing_lock = threading.Lock()
+        # proposals for cycle n see the decisions of cycles <= n - lag; lag 2 lets cycle n+1 be written
+        # while cycle n trains, and the same lag without the overlap gives the same decisions
+        self.lag = 1 if c.pipeline == "off" else 2
+        self.population = (Population(store=self.store, config=c.population, members=self.members, seed=c.seed)
+                           if c.population.enabled else None)
+        self.arms = arms_for([spec.name for spec in c.proposers], _llm_operators(c))
+        self._session_start = time.time()
+        self._wall_before = float(self.store.get_state("spent_wall_s", 0.0) or 0.0)
 
     # ----------------------------------------------------------------------------------
     def run(self) -> dict:
         self.evaluator.prewarm()
+        ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ensnas-propose") \
+            if self.config.pipeline == "overlapped" else None
         try:
             self._ensure_seed()
+            self.store.set_state("stopped", None)
             for cycle in range(1, self.config.cycles + 1):
                 if self.store.cycle_status(cycle) == "done":
                     continue
-                self._run_cycle(cycle)
+                reason = self._budget_reason(cycle)
+                if reason:
+                    log.info("stopping before cycle %d: %s (resume with a larger budget to continue)", cycle, reason)
+                    self.store.set_state("stopped", {"before_cycle": cycle, "reason": reason})
+                    break
+                self._run_cycle(cycle, ahead)
+            self.store.set_state("spent_wall_s", self.spent().wall_s)
             report = self.store.get_state("final_report")
-            if report is None and self.config.deploy.export:
+            last = max((c["cycle"] for c in self.store.cycles() if c["status"] == "done"), default=0)
+            if (report is None or report.get("after_cycle", last) < last) and self.config.deploy.export:
                 from agent.deploy import deploy_final
                 run_state.set_phase(self.store, "deploying")
                 report = deploy_final(self)
@@ -122,6 +153,8 @@ class SearchLoop:
                                 else f"{type(exc).__name__}: {exc}")
             raise
         finally:
+            if ahead is not None:
+                ahead.shutdown(wait=True)
             self.close()
         return report or {}
 
@@ -137,7 +170,19 @@ class SearchLoop:
             self.lock.release()
 
     def _time(self, key: str, seconds: float) -> None:
-        self.timings[key] = self.timings.get(key, 0.0) + seconds
+        with self._timing_lock:
+            self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+    def spent(self) -> Spent:
+        """Budget use so far: run time summed over sessions, candidate evaluations, generator tokens."""
+        rows = self.store.candidates()
+        return Spent(wall_s=self._wall_before + time.time() - self._session_start,
+                     evaluations=sum(r.evaluations for r in rows if r.cycle > 0),
+                     tokens=sum(_tokens(r.meta) for r in rows))
+
+    def _planned_evaluations(self) -> int:
+        """Evaluations done or committed to: candidates past the pre-filter (independent of timing)."""
+        return sum(1 for r in self.store.candidates() if r.cycle > 0 and r.status not in ("filtered", "proposal_failed"))
 
     # -- the seed program, evaluated once with enough instances for a pooled noise estimate
     def _ensure_seed(self) -> None:
@@ -168,6 +213,8 @@ class SearchLoop:
             self.store.set_state("incumbent", seed_row.id, db)
             self.store.set_state("seed_id", seed_row.id, db)
             prior = self.gate.set_prior(db, seed_row.id)
+            if self.population is not None:
+                self.population.add_seed(db, seed_row.id)
             self.prefilter.archive(seed_row.id, seed_row.source)
         log.info("seed: E_a %.4f, D̂ %.4f, predicted %d-ensemble Brier %.4f, seed-noise prior %s",
                  stats["member_error"], stats["diversity"], self.members,
@@ -175,63 +222,153 @@ class SearchLoop:
                  f"{prior.var_pair:.2e} ({prior.df:g} df)" if prior is not None else "off")
 
     # -- one cycle ------------------------------------------------------------------------
-    def _run_cycle(self, cycle: int) -> None:
+    def _run_cycle(self, cycle: int, ahead: ThreadPoolExecutor | None = None) -> None:
         if self.store.cycle_status(cycle) in (None, "proposing"):
+            run_state.set_phase(self.store, "proposing", cycle)
             self._propose(cycle)
         pending = self.store.candidates(cycle=cycle, status="pending")
+        following = None
+        if self._propose_next(cycle):
+            if ahead is not None:   # overlapped: the generator writes cycle n+1 while cycle n trains
+                following = ahead.submit(self._propose, cycle + 1)
+            else:                   # lagged: the same proposals, one after the other
+                self._propose(cycle + 1)
         if pending:
             self._evaluate_all(pending, cycle)
+        if following is not None:
+            following.result()
         self._decide(cycle)
         self._finish_cycle(cycle)
 
-    def _context(self, cycle: int) -> ProposalContext:
-        incumbent = self.store.candidate(self.store.get_state("incumbent"))
-        recent = [record(r) for r in self.store.candidates(order="recent")[: max(self.config.history, 32)]]
-        elite_rows = sorted((r for r in self.store.candidates(status=("accepted", "seed", "rejected"))
-                             if r.statistics), key=lambda r: predicted(r, self.members))[: self.config.elites]
+    def _budget_reason(self, cycle: int) -> str | None:
+        """Why the run stops before `cycle`, if it does. A cycle proposed ahead has spent its tokens
+        already; evaluating it is what remains, so only wall time and evaluations can stop it."""
+        spent = self.spent()
+        if self.store.cycle_status(cycle) not in (None, "proposing"):
+            spent = dataclasses.replace(spent, tokens=0)
+        return exhausted(self.config.budget, spent)
+
+    def _propose_next(self, cycle: int) -> bool:
+        nxt = cycle + 1
+        if self.lag < 2 or nxt > self.config.cycles or self.store.cycle_status(nxt) not in (None, "proposing"):
+            return False
+        if exhausted(self.config.budget, self.spent()):
+            return False
+        left = evaluations_left(self.config.budget, Spent(evaluations=self._planned_evaluations()))
+        return left is None or left > 0
+
+    def _through(self, cycle: int) -> int:
+        """The last cycle whose decisions proposals for `cycle` see (0: the seed)."""
+        return max(0, cycle - self.lag)
+
+    def _snapshot(self, cycle: int) -> list[CandidateRow]:
+        """What proposals for `cycle` may see: the seed and candidates of cycles <= cycle - lag, all decided."""
+        return [r for r in self.store.candidates(order="recent") if r.cycle <= self._through(cycle)]
+
+    def _incumbent_through(self, cycle: int) -> int:
+        if cycle < 1:
+            return self.store.get_state("seed_id")
+        rows = [c for c in self.store.cycles() if c["cycle"] == cycle]
+        return rows[0]["incumbent_after"] if rows and rows[0]["incumbent_after"] is not None \
+            else self.store.get_state("incumbent")
+
+    def _context(self, cycle: int, snapshot: list[CandidateRow]) -> ProposalContext:
+        incumbent = self.store.candidate(self._incumbent_through(self._through(cycle)))
+        recent = [record(r) for r in snapshot[: max(self.config.history, 32)]]
+        elite_rows = sorted((r for r in snapshot if r.status in ("accepted", "seed", "rejected") and r.statistics),
+                            key=lambda r: predicted(r, self.members))[: self.config.elites]
         return ProposalContext(task=self.task, incumbent=record(incumbent), history=recent,
                                elites=[record(r) for r in elite_rows], cycle=cycle,
                                rng=np.random.default_rng([self.config.seed, cycle]), members=self.members)
+
+    def _slot_context(self, cycle: int, j: int, slot: Slot, snapshot: list[CandidateRow],
+                      archive: list[ProgramRecord]) -> ProposalContext:
+        rec = {r.id: r for r in archive}
+        get = lambda cid: rec.get(cid) or record(self.store.candidate(cid))  # noqa: E731
+        return ProposalContext(task=self.task, incumbent=get(slot.parent), cycle=cycle, members=self.members,
+                               history=[record(r) for r in snapshot[: max(self.config.history, 32)]],
+                               elites=archive, rng=np.random.default_rng([self.config.seed, cycle, j]),
+                               second_parent=get(slot.second_parent) if slot.second_parent is not None else None,
+                               inspirations=[get(i) for i in slot.inspirations], operator=slot.operator,
+                               island=slot.island)
+
+    def _cycle_budget(self) -> int:
+        total = self.config.population.candidates or sum(spec.candidates for spec, _ in self.proposers)
+        left = evaluations_left(self.config.budget, Spent(evaluations=self._planned_evaluations()))
+        return total if left is None else min(total, left)
 
     def _propose(self, cycle: int) -> None:
         with self.store.transaction() as db:
             db.execute("INSERT OR REPLACE INTO cycles(cycle, status, started, incumbent_before) VALUES(?,?,?,?)",
                        (cycle, "proposing", time.time(), self.store.get_state("incumbent")))
-        run_state.set_phase(self.store, "proposing", cycle)
-        ctx = self._context(cycle)
-        proposals = []
-        for spec, proposer in self.proposers:
-            start = time.perf_counter()
-            with progress.phase(f"cycle {cycle}: {spec.name} proposing {spec.candidates}"):
-                for cand in proposer.propose(ctx, spec.candidates):
-                    proposals.append(cand)
-            self._time("proposal", time.perf_counter() - start)
+        snapshot = self._snapshot(cycle)
+        budget = self._cycle_budget()
+        proposals: list[tuple[Candidate, str, int | None]] = []   # (candidate, arm, island)
+        allocation, arm_state = None, {}
+        if self.population is not None:
+            fixed = {arm_name(spec.name, "mutate" if spec.name == "llm" else None): spec.candidates
+                     for spec, _ in self.proposers}
+            plan = self.population.plan(cycle, self.arms, budget, through_cycle=self._through(cycle), fixed=fixed)
+            allocation, arm_state = plan.allocation, plan.state
+            archives = self.population.archives(at_cycle=self._through(cycle))
+            records = [sorted((record(self.store.candidate(m.id)) for m in a),
+                              key=lambda r: predicted_from_dict(r.statistics, self.members)) for a in archives]
+            by_name = {spec.name: proposer for spec, proposer in self.proposers}
+            for j, slot in enumerate(plan.slots):
+                proposer = by_name[split_arm(slot.arm)[0]]
+                start = time.perf_counter()
+                ctx = self._slot_context(cycle, j, slot, snapshot, records[slot.island])
+                with progress.phase(f"cycle {cycle}: {slot.arm} proposing ({j + 1}/{len(plan.slots)})"):
+                    for cand in proposer.propose(ctx, 1):
+                        proposals.append((dataclasses.replace(cand, meta=dict(cand.meta, slot=slot.as_dict())),
+                                          slot.arm, slot.island))
+                self._time("proposal", time.perf_counter() - start)
+        else:
+            ctx = self._context(cycle, snapshot)
+            for spec, proposer in self.proposers:
+                n = min(spec.candidates, budget - len(proposals))
+                if n <= 0:
+                    break
+                start = time.perf_counter()
+                with progress.phase(f"cycle {cycle}: {spec.name} proposing {n}"):
+                    for cand in proposer.propose(ctx, n):
+                        proposals.append((cand, spec.name, None))
+                self._time("proposal", time.perf_counter() - start)
+        self._insert_proposals(cycle, proposals, allocation, arm_state)
+
+    def _insert_proposals(self, cycle: int, proposals: list, allocation: dict | None, arm_state: dict) -> None:
         start = time.perf_counter()
-        parents = {r.id: r.source for r in ctx.history}
-        parents[ctx.incumbent.id] = ctx.incumbent.source
+        parents: dict[int, str] = {}
         with self.store.transaction() as db:
-            for cand in proposals:
-                parent_src = parents.get(cand.parent_id)
-                if parent_src is None and cand.parent_id is not None:
-                    parent_src = self.store.candidate(cand.parent_id).source or ""
-                diff = unified_diff(parent_src or "", cand.source or "", parent_name=f"#{cand.parent_id}",
+            for cand, arm, island in proposals:
+                if cand.parent_id is not None and cand.parent_id not in parents:
+                    parents[cand.parent_id] = self.store.candidate(cand.parent_id).source or ""
+                diff = unified_diff(parents.get(cand.parent_id, ""), cand.source or "", parent_name=f"#{cand.parent_id}",
                                     child_name="candidate")
+                common = dict(cycle=cycle, proposer=cand.proposer, parent_id=cand.parent_id, diff=diff, island=island,
+                              arm=arm)
                 if cand.failure or not cand.source:
-                    self.store.insert_candidate(db, cycle=cycle, proposer=cand.proposer, parent_id=cand.parent_id,
-                                                source=cand.source or None, diff=diff, status="proposal_failed",
-                                                reason=cand.failure or "empty", detail=cand.failure_detail, meta=cand.meta)
+                    self.store.insert_candidate(db, source=cand.source or None, status="proposal_failed",
+                                                reason=cand.failure or "empty", detail=cand.failure_detail,
+                                                meta=cand.meta, **common)
                     continue
                 verdict = self.prefilter.check(cand.source)
                 status = "pending" if verdict.passed else "filtered"
                 meta = dict(cand.meta, novelty={"similarity": verdict.similarity, "nearest": verdict.nearest_id})
-                cid = self.store.insert_candidate(db, cycle=cycle, proposer=cand.proposer, parent_id=cand.parent_id,
-                                                  source=cand.source, diff=diff, status=status,
+                cid = self.store.insert_candidate(db, source=cand.source, status=status,
                                                   reason=verdict.reason.value if verdict.reason else None,
-                                                  detail=verdict.detail, meta=meta)
+                                                  detail=verdict.detail, meta=meta, **common)
                 if verdict.passed:
                     self.prefilter.archive(cid, cand.source)  # later proposals in this cycle see it
+            if allocation is not None:
+                self.store.record_allocation(db, cycle=cycle, allocation=allocation, state=arm_state)
+            # with the proposals, so a resumed run continues each proposer exactly where they left it
+            for spec, proposer in self.proposers:
+                self.store.set_state(f"proposer:{spec.name}", proposer.state_dict(), db)
             db.execute("UPDATE cycles SET status = 'evaluating' WHERE cycle = ?", (cycle,))
         self._time("store", time.perf_counter() - start)
+        if allocation:
+            log.info("cycle %d: bandit allocation %s", cycle, ", ".join(f"{a} {n}" for a, n in allocation.items() if n))
 
     def _evaluate(self, cand_id: int, source: str, instances: int = 2) -> Evaluation:
         result = self.evaluator.evaluate(source, instances=instances)
@@ -258,12 +395,21 @@ class SearchLoop:
 
     def _decide(self, cycle: int) -> None:
         """The gate, candidate by candidate in id order; each decision commits with its statistics
-        (recomputed over any instances the gate trained) and the new incumbent."""
+        (recomputed over any instances the gate trained) and the new incumbent. The population search
+        asks the same gate (agent.population.judge) and places each candidate on its island."""
         run_state.set_phase(self.store, "deciding", cycle)
         if self.store.get_state("noise_prior", "absent") == "absent":  # a run from before the prior
             with self.store.transaction() as db:
                 self.gate.set_prior(db, self.store.get_state("seed_id"))
-        for row in self.store.candidates(cycle=cycle, status="evaluated"):
+        if self.population is not None:
+            summary = self.population.decide(cycle, GateJudge(self.gate))
+            for row in self.store.candidates(cycle=cycle, status=("accepted", "rejected")):
+                log.info("  #%d (%s): %s", row.id, row.arm or row.proposer, row.reason)
+            log.info("cycle %d: %d entered; archives %s; incumbent #%d%s", cycle, summary["entered"],
+                     summary["archive_sizes"], summary["incumbent"],
+                     "".join(f"; #{m['candidate']} {m['from']}→{m['to']} {'entered' if m['entered'] else 'dominated'}"
+                             for m in summary["migrations"]))
+        for row in ([] if self.population is not None else self.store.candidates(cycle=cycle, status="evaluated")):
             incumbent_id = self.store.get_state("incumbent")
             info = self.gate.decide(row.id, incumbent_id)
             with self.store.transaction() as db:
@@ -285,6 +431,8 @@ class SearchLoop:
         for line in summary.cycle_lines(cycle, rows):
             log.info(line)
         diagnostic = proxy_diagnostic(rows)
+        if self.population is not None:
+            diagnostic["population"] = self.store.get_state(f"population:cycle:{cycle}")
         note = summary.proxy_note(cycle, diagnostic, rows, RHO_S_WARN)
         if note:
             log.warning(note)
@@ -293,9 +441,10 @@ class SearchLoop:
             for spec, proposer in self.proposers:
                 self.store.set_state(f"proposer:{spec.name}", proposer.state_dict(), db)
             self.store.set_state("timings", self.timings, db)
+            self.store.set_state("spent_wall_s", self.spent().wall_s, db)
             db.execute("UPDATE cycles SET status = 'done', finished = ?, incumbent_after = ?, diagnostic = ?"
                        " WHERE cycle = ?", (time.time(), self.store.get_state("incumbent"),
-                                            __import__("json").dumps(diagnostic), cycle))
+                                            json.dumps(diagnostic), cycle))
         refresh_report(self.store)  # RUN/report.html, for watching a long run; logs, never raises
 
     def _maybe_ce_update(self, cycle: int) -> None:
@@ -313,6 +462,18 @@ class SearchLoop:
         self._time("ce_update", time.perf_counter() - start)
         if path is not None:
             self.resources.adapter_path = str(path)
+
+
+def _llm_operators(config: RunConfig) -> list[str]:
+    """The LLM's bandit arms: the configured operators, plus one per operator hint it was given."""
+    hints = [len(((spec.options.get("config") or {}).get("hints") or [])) for spec in config.proposers
+             if spec.name == "llm"]
+    return list(config.population.llm_operators) + [f"hint:{i}" for i in range(max(hints, default=0))]
+
+
+def _tokens(meta: dict) -> int:
+    """Generator tokens a proposal used (prompt + completion, every repair turn), from its meta."""
+    return int(meta.get("tokens") or 0) + int(meta.get("prompt_tokens") or 0)
 
 
 def proxy_diagnostic(rows: list[CandidateRow]) -> dict:

@@ -15,7 +15,10 @@ Templates and what they receive:
   output format). The sections that change from one proposal to the next come last, so a
   server's prompt cache reuses the rest. Variables: task, members, mode, source,
   numbered_source, statistics, history, tried (list of {label, diff}), hint (str or None), and
-  any ``extra`` keyword a caller passes (for templates it adds).
+  any ``extra`` keyword a caller passes (for templates it adds). The population search passes
+  two: ``second`` (crossover: a second parent, rendered by ``crossover.j2``) and
+  ``inspirations`` (other archive members, ``inspirations.j2``), each a dict from
+  ``agent.proposers.llm.archive_view`` (id, error, params, ratios, diff against the parent).
 - ``repair.j2``: the follow-up turn after a failed answer. Variables: mode, failure, detail.
 """
 from __future__ import annotations

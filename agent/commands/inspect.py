@@ -111,7 +111,45 @@ def status(store: RunStore, args) -> int:
     if timings:
         total = sum(timings.values()) or 1.0
         print("time: " + ", ".join(f"{k} {v:.0f} s ({v / total:.0%})" for k, v in sorted(timings.items())))
+    for line in population_lines(store, config, rows):
+        print(line)
     return 0
+
+
+def population_lines(store: RunStore, config: dict, rows) -> list[str]:
+    """The bandit's allocation and the archives per cycle, and the budget: what is spent, what is left."""
+    from agent.population.budgets import BudgetConfig, Spent, describe
+    lines = []
+    allocations: dict[int, list[dict]] = {}
+    for a in store.allocations():
+        allocations.setdefault(a["cycle"], []).append(a)
+    for c in store.cycles():
+        pop = (c["diagnostic"] or {}).get("population")
+        alloc = allocations.get(c["cycle"])
+        if not pop and not alloc:
+            continue
+        text = f"  cycle {c['cycle']}: "
+        if alloc:
+            text += "allocation " + ", ".join(f"{safe_line(a['arm'])} {a['allocated']}" for a in alloc)
+        if pop:
+            hv = ", ".join(f"{h:.3f}" for h in pop.get("hypervolume", []))
+            text += (f"; entered {pop['entered']}, archives {pop['archive_sizes']}, hypervolume [{hv}]"
+                     + "".join(f", #{m['candidate']} island {m['from']}→{m['to']}" for m in pop.get("migrations", [])))
+        lines.append(text)
+    if lines:
+        members = store.archive()
+        islands = sorted({m["island"] for m in members})
+        lines.insert(0, "population: " + "; ".join(
+            f"island {i}: " + " ".join(f"#{m['candidate_id']}" for m in members if m["island"] == i) for i in islands))
+    spent = Spent(wall_s=float(store.get_state("spent_wall_s", 0.0) or 0.0),
+                  evaluations=sum(r.evaluations for r in rows if r.cycle > 0),
+                  tokens=sum(int(r.meta.get("tokens") or 0) + int(r.meta.get("prompt_tokens") or 0) for r in rows))
+    lines.append(describe(BudgetConfig.model_validate(config.get("budget") or {}), spent))
+    stopped = store.get_state("stopped")
+    if stopped:
+        lines.append(f"stopped before cycle {stopped['before_cycle']}: {stopped['reason']} "
+                     "(ensnas resume RUN --max-... with a larger budget continues it)")
+    return lines
 
 
 def _pred(stats: dict | None, members: int) -> str:

@@ -1,6 +1,7 @@
 """`ensnas run` (a new search) and `ensnas resume RUN` (continue after a stop or a kill)."""
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -20,6 +21,12 @@ def add_parser(sub) -> None:
     p.add_argument("--members", type=int, help="deployed ensemble size M")
     p.add_argument("--run-dir", help="where the run lives (default runs/<time>-<task>)")
     p.add_argument("--no-novelty", action="store_true", help="turn the MinHash novelty filter off")
+    p.add_argument("--islands", type=int, help="islands of the population search (each with a Pareto archive)")
+    p.add_argument("--hill-climber", action="store_true",
+                   help="no population: one incumbent, a candidate kept only if it beats it")
+    p.add_argument("--pipeline", choices=["off", "lagged", "overlapped"],
+                   help="overlapped (default): write cycle n+1's proposals while cycle n trains")
+    _budget_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(handler=run)
 
@@ -30,8 +37,36 @@ def add_parser(sub) -> None:
     r.add_argument("--sandbox", help="use this sandbox backend from now on")
     r.add_argument("--timeout", type=float, help="seconds per sandbox evaluation from now on")
     r.add_argument("--workers", type=int, help="evaluations in parallel from now on")
+    _budget_flags(r)
     r.add_argument("--quiet", action="store_true", help="no progress line")
     r.set_defaults(handler=resume)
+
+
+def _budget_flags(p) -> None:
+    p.add_argument("--max-wall", type=duration, metavar="TIME",
+                   help="stop at the first cycle boundary past this run time (seconds, or 90m, 2h), summed over resumes")
+    p.add_argument("--max-evaluations", type=int, metavar="N", help="stop after N candidate evaluations")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="stop after N generator tokens (prompt + completion)")
+
+
+def duration(text: str) -> float:
+    """Seconds from '3600', '90s', '45m' or '2h'."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text and text[-1].lower() in units:
+            value = float(text[:-1]) * units[text[-1].lower()]
+        else:
+            value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use seconds, or 90m, 2h)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a duration must be positive, got {text!r}")
+    return value
+
+
+def _budget(args) -> dict:
+    given = {"max_wall_s": args.max_wall, "max_evaluations": args.max_evaluations, "max_tokens": args.max_tokens}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def build_config(args):
@@ -54,6 +89,13 @@ def build_config(args):
         data["acceptance"]["members"] = data["deploy"]["members"] = args.members
     if args.no_novelty:
         data["novelty"]["enabled"] = False
+    if args.islands:
+        data["population"]["islands"] = args.islands
+    if args.hill_climber:
+        data["population"]["enabled"] = False
+    if args.pipeline:
+        data["pipeline"] = args.pipeline
+    data["budget"].update(_budget(args))
     return RunConfig.load(None, **data)
 
 
@@ -138,6 +180,8 @@ def _overrides(saved: dict, args) -> dict:
         data["sandbox"]["timeout_s"] = args.timeout
     if args.workers:
         data["sandbox"]["workers"] = args.workers
+    if _budget(args):
+        data["budget"] = {**(saved.get("budget") or {}), **_budget(args)}
     return data
 
 

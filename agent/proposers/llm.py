@@ -32,7 +32,9 @@ from agent.delta import EditFailure, apply_output, unified_diff
 from agent.delta_grammar import delta_grammar
 from agent.generators.base import Generation, Generator, GeneratorConfig, GeneratorError, GeneratorTimeout, make_generator
 from agent.novelty import exact_jaccard
-from agent.proposers.base import Candidate, ProposalContext, Proposer, register_proposer
+from agent.population.engine import member_of
+from agent.population.selection import difference
+from agent.proposers.base import Candidate, ProgramRecord, ProposalContext, Proposer, register_proposer
 from evaluator.failures import ConfigError
 from prompts import PromptRenderer
 
@@ -91,6 +93,17 @@ def compact_diff(parent: str, child: str, *, max_lines: int = 8) -> str:
     if len(lines) > max_lines:
         lines = lines[:max_lines] + [f"  ... ({len(lines) - max_lines} more changed lines)"]
     return "\n".join(lines)
+
+
+def archive_view(parent: ProgramRecord, other: ProgramRecord, members: int) -> dict[str, Any]:
+    """Another archive member as the prompt states it: its numbers next to the parent's, and its
+    source as a diff against the parent (what the model would have to change to get there)."""
+    mine, theirs = member_of(parent, members), member_of(other, members)
+    d = difference(mine, theirs)
+    finite = lambda x: x if x == x and abs(x) != float("inf") else None  # noqa: E731
+    return {"id": other.id, "error": theirs.error, "delta_error": d.error, "params": other.param_count,
+            "params_ratio": finite(d.params_ratio), "latency_ratio": finite(d.latency_ratio),
+            "diff": unified_diff(parent.source, other.source, parent_name=f"#{parent.id}", child_name=f"#{other.id}")}
 
 
 @register_proposer("llm")
@@ -164,12 +177,18 @@ class LLMProposer(Proposer):
         k = self._counter
         self._counter += 1
         hint = cfg.hints[k % len(cfg.hints)] if cfg.hints else None
+        if ctx.operator is not None:   # the population's bandit chose the operator: its hint, or none
+            hint = cfg.hints[int(ctx.operator[5:]) % len(cfg.hints)] \
+                if ctx.operator.startswith("hint:") and cfg.hints else None
         temperature = cfg.temperatures[k % len(cfg.temperatures)] if cfg.temperatures else None
         history = ctx.history[:cfg.history]
-        prompt = self.renderer.proposal_messages(task=ctx.task, source=ctx.incumbent.source, mode=cfg.mode,
-                                                 members=ctx.members, statistics=ctx.incumbent.statistics,
-                                                 history=history, tried=self.tried(ctx, skip={r.id for r in history}),
-                                                 hint=hint)
+        crossing = ctx.operator == "crossover" and ctx.second_parent is not None
+        prompt = self.renderer.proposal_messages(
+            task=ctx.task, source=ctx.incumbent.source, mode=cfg.mode, members=ctx.members,
+            statistics=ctx.incumbent.statistics, history=history,
+            tried=self.tried(ctx, skip={r.id for r in history}), hint=hint,
+            inspirations=[archive_view(ctx.incumbent, r, ctx.members) for r in ctx.inspirations],
+            second=archive_view(ctx.incumbent, ctx.second_parent, ctx.members) if crossing else None)
         return {"prompt": prompt, "seed": int(ctx.rng.integers(0, 2**31 - 1)), "temperature": temperature,
                 "hint": hint}
 
@@ -235,7 +254,8 @@ class LLMProposer(Proposer):
                     failure, build_reason = EditFailure.build_failed, check.reason.value
                     detail = f"{check.reason.value}: {check.detail}".strip()
             attempts.append({"attempt": attempt, "failure": failure.value if failure else None, "detail": detail,
-                             "build_reason": build_reason, "tokens": gen.tokens, "seconds": gen.seconds,
+                             "build_reason": build_reason, "tokens": gen.tokens, "prompt_tokens": gen.prompt_tokens,
+                             "seconds": gen.seconds,
                              "finish_reason": gen.finish_reason, "matched": result.fuzzy})
             if failure is None:
                 break
@@ -268,7 +288,8 @@ class LLMProposer(Proposer):
             self._valid_keys.add(key)
         self._count(attempts, failure, tokens, seconds, distinct)
         meta = {"prompt": plan["prompt"], "raw_outputs": raw, "attempts": attempts, "mode": self.config.mode,
-                "tokens": tokens, "seconds": seconds, "seed": plan["seed"], "temperature": plan["temperature"],
+                "tokens": tokens,
+                "prompt_tokens": sum(a.get("prompt_tokens") or 0 for a in attempts), "seconds": seconds, "seed": plan["seed"], "temperature": plan["temperature"],
                 "hint": plan["hint"], "program_key": key, "distinct": distinct,
                 "generator": self.generator.describe(),
                 "constrained": self._grammar(parent) is not None,
