@@ -230,7 +230,7 @@ def main() -> int:
         return reanalyze(args.reanalyze)
     from agent.generators.catalogue import DEFAULT_MODEL
     model = args.model or DEFAULT_MODEL
-    name = args.name or f"generator_validity_{Path(model).stem}"
+    name = args.name or f"generator_validity_{Path(model).stem if model.endswith('.gguf') else model}"
     torch.set_num_threads(1)
     task = get_task("digits")
     evaluator = Evaluator(task=task, sandbox=make_sandbox("subprocess"), limits=Limits(timeout_s=120))
