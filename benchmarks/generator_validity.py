@@ -91,7 +91,7 @@ def variant_config(mode: str, diversity: str, args) -> dict:
     return cfg
 
 
-def run_variant(variant: str, args, evaluator: Evaluator, generator, task) -> dict:
+def run_variant(variant: str, args, evaluator: Evaluator, generator, task, checkpoint=lambda per: None) -> dict:
     mode, _, diversity = variant.partition("/")
     diversity = diversity or "off"
     max_tokens = args.full_tokens if mode == "full" else args.delta_tokens
@@ -116,6 +116,12 @@ def run_variant(variant: str, args, evaluator: Evaluator, generator, task) -> di
                     "first_answer": cand.meta["raw_outputs"][0][:600] if cand.meta["raw_outputs"] else ""})
         print(f"  {variant} {i + 1:3d}/{args.n}: first={first['failure'] or 'valid'} final={cand.failure or 'valid'} "
               f"tokens={first['tokens']} wall={wall:.1f}s", flush=True)
+        checkpoint(per)
+    return summarise(variant, mode, diversity, max_tokens, per, generator, proposer.stats)
+
+
+def summarise(variant: str, mode: str, diversity: str, max_tokens: int, per: list[dict], generator, stats) -> dict:
+    """Rates of one variant from its per-proposal records (also for a partial, interrupted run)."""
     n = len(per)
 
     def rates(key: str) -> dict:
@@ -142,7 +148,7 @@ def run_variant(variant: str, args, evaluator: Evaluator, generator, task) -> di
             "seconds_per_proposal_repair_off": float(np.mean(timed)) if timed else None,
             "seconds_per_proposal_repair_on": float(np.mean([p["wall_s"] for p in per])),
             "mean_attempts_repair_on": float(np.mean([p["attempts"] for p in per])),
-            "proposer_stats": proposer.stats, "per_proposal": per}
+            "proposer_stats": stats, "per_proposal": per}
 
 
 LEVELS = {"apply": 1, "build": 2}   # index into the per-proposal (parse, apply, build) triples
@@ -230,7 +236,7 @@ def main() -> int:
         return reanalyze(args.reanalyze)
     from agent.generators.catalogue import DEFAULT_MODEL
     model = args.model or DEFAULT_MODEL
-    name = args.name or f"generator_validity_{Path(model).stem}"
+    name = args.name or f"generator_validity_{Path(model).stem if model.endswith('.gguf') else model}"
     torch.set_num_threads(1)
     task = get_task("digits")
     evaluator = Evaluator(task=task, sandbox=make_sandbox("subprocess"), limits=Limits(timeout_s=120))
@@ -240,8 +246,15 @@ def main() -> int:
     try:
         generator.generate([{"role": "user", "content": "hi"}])      # start + calibrate outside the timings
         for variant in args.variants.split(","):
-            modes[variant] = run_variant(variant, args, evaluator, generator, task)
-            write_result(name, {"partial": True, "modes": modes})       # a long run keeps what it measured
+            mode, _, diversity = variant.partition("/")
+
+            def checkpoint(per, variant=variant, mode=mode, diversity=diversity or "off"):
+                # a long run keeps what it measured, proposal by proposal
+                tokens = args.full_tokens if mode == "full" else args.delta_tokens
+                partial = {**modes, variant: summarise(variant, mode, diversity, tokens, per, generator, {})}
+                write_result(name, {"partial": True, "loadavg": os.getloadavg(), "modes": partial})
+
+            modes[variant] = run_variant(variant, args, evaluator, generator, task, checkpoint)
     finally:
         generator.close()
     analysis = analyze(modes)

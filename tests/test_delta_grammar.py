@@ -207,3 +207,14 @@ def test_every_answer_the_grammar_admits_for_a_window_applies():
         if pattern.fullmatch(answer):
             result = apply_output(SMALL, answer, mode="delta")
             assert result.failure not in FORMAT_FAILURES, (answer, result.failure)
+
+
+def test_imports_and_docstrings_are_not_anchors():
+    """Rewriting them cannot change the model: the 0.5B model anchored on `import torch.nn as nn` and
+    copied it unchanged in 27 of 30 constrained answers (a no_change failure every time)."""
+    parent = '"""Doc."""\nimport torch.nn as nn\nfrom torch import nn as n2\n\nX = 1\n\n\ndef f():\n    """Inner."""\n    return X\n'
+    windows = unique_windows(parent)
+    assert windows and not [w for w in windows if "import" in w or '"""' in w]
+    assert "X = 1" in windows and "    return X" in windows
+    for path in PROGRAMS:
+        assert not [w for w in unique_windows(path.read_text()) if w.lstrip().startswith(("import ", "from "))]

@@ -182,3 +182,19 @@ def test_checkpoint_directory_loads_through_the_config(tiny_lm, tmp_path):
 def test_gguf_file_path_resolves():
     small = model_file("smollm2-135m")
     assert resolve_weights(GeneratorConfig(model=str(small))) == (small.parent, MODELS["smollm2-135m"].file_name)
+
+
+def test_generator_validity_counts_a_timeout_as_a_failure_and_keeps_going():
+    """The defect: a first attempt that timed out (seconds None) crashed the benchmark's summary
+    (None + float) and lost the whole mode."""
+    from benchmarks.generator_validity import summarise
+    ok = {"first": (True, True, True), "final": (True, True, True), "first_failure": None, "final_failure": None,
+          "first_tokens": 20, "first_seconds": 4.0, "tokens": 20, "gen_seconds": 4.0, "wall_s": 5.0, "attempts": 1,
+          "program_key": "a"}
+    late = {**ok, "first": (False, False, False), "final": (False, False, False), "first_failure": "timeout",
+            "final_failure": "timeout", "first_tokens": 0, "first_seconds": None, "tokens": 0, "gen_seconds": 0.0,
+            "program_key": "p"}
+    summary = summarise("delta/on", "delta", "on", 256, [ok, late, dict(ok)], object(), {})
+    assert summary["timeouts"] == 1 and summary["n"] == 3
+    assert summary["repair_on"]["build_valid_count"] == 2 and summary["repair_on"]["distinct_valid"] == 1
+    assert summary["seconds_per_proposal_repair_off"] == 4.0

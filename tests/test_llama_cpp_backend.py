@@ -52,3 +52,29 @@ def test_server_dies_with_its_parent_even_on_kill_minus_nine(tmp_path):
     else:
         os.kill(server_pid, signal.SIGKILL)
         pytest.fail("the llama.cpp server outlived the killed process that started it")
+
+
+@pytest.mark.integration
+def test_an_adapter_keeps_the_llama_cpp_server_and_its_grammar(tmp_path):
+    """After the CE update, generation stays on the llama.cpp server (with the adapter as a GGUF
+    LoRA) and keeps taking a grammar; it no longer falls back to unconstrained transformers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from agent.generators.catalogue import model_file
+    base = model_file("smollm2-135m")
+    model = AutoModelForCausalLM.from_pretrained(base.parent, gguf_file=base.name, dtype=torch.float32)
+    get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])).save_pretrained(
+        tmp_path / "v1")
+    gen = make_generator(GeneratorConfig(backend="llama_cpp", model="smollm2-135m"))
+    try:
+        gen.load_adapter(tmp_path / "v1", version=1)
+        assert gen.accepts_grammar and gen.describe()["served_by"] == "llama.cpp server + GGUF LoRA"
+        out = gen.generate([{"role": "user", "content": "Pick a letter."}],
+                           sampling=SamplingConfig(max_new_tokens=4, temperature=0.0, grammar='root ::= [ab]'))[0]
+        assert out.text in ("a", "b")
+        cmdline = open(f"/proc/{gen._server.process.pid}/cmdline").read().split("\0")
+        assert "--lora" in cmdline and (tmp_path / "v1" / "adapter_model.gguf").is_file()
+    finally:
+        gen.close()

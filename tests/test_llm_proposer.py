@@ -286,3 +286,42 @@ def test_default_backend_proposes_under_the_delta_grammar(digits_evaluator):
         # too_long: cut off at max tokens mid-line, which no grammar can prevent; never a failure of form
         assert c.failure in (None, "syntax_error", "no_change", "build_failed", "too_long"), \
             (c.failure, c.meta["raw_outputs"])
+
+
+def test_repeated_ideas_are_shown_as_tried_and_counted_once():
+    """The defect: ten proposals were nine copies of HIDDEN = 128 -> 64. Each proposal now sees the
+    edits already tried on its parent, and distinct valid edits are counted by program identity."""
+    same = block("HIDDEN = 128", "HIDDEN = 64")
+    p, gen = proposer([same, block("HIDDEN = 128", "HIDDEN  =  64  # same"), block("DEPTH = 2", "DEPTH = 3")],
+                      repair_retries=0)
+    cands = p.propose(context(), 3)
+    assert [c.failure for c in cands] == [None, None, None]
+    prompts = [call["messages"][1]["content"] for call in gen.calls]
+    assert "Already tried" not in prompts[0]
+    assert "Already tried" in prompts[1] and "+HIDDEN = 64" in prompts[1]
+    assert [c.meta["distinct"] for c in cands] == [True, False, True]        # formatting is not a new idea
+    assert p.stats["valid"] == 3 and p.stats["distinct_valid"] == 2
+    temps = [c.meta["temperature"] for c in cands]
+    assert len(set(temps)) == 3 and [call["seed"] for call in gen.calls] == [c.meta["seed"] for c in cands]
+
+
+def test_operator_hints_rotate_and_history_children_are_tried():
+    from agent.proposers.base import ProgramRecord
+    from agent.proposers.llm import OPERATOR_HINTS, edit_counts
+    p, gen = proposer([block("DEPTH = 2", "DEPTH = 3")] * 3, repair_retries=0, hints=OPERATOR_HINTS[:2],
+                      show_tried=4)
+    ctx = context()
+    child = ProgramRecord(id=9, source=PARENT.replace("DROPOUT = 0.1", "DROPOUT = 0.5"), status="rejected",
+                          parent_id=ctx.incumbent.id, proposer="evolution")
+    ctx.history = [child]
+    p.config = p.config.model_copy(update={"history": 0})       # not in the history section: in the tried one
+    cands = p.propose(ctx, 3)
+    assert [c.meta["hint"] for c in cands] == [OPERATOR_HINTS[0], OPERATOR_HINTS[1], OPERATOR_HINTS[0]]
+    assert "+DROPOUT = 0.5" in gen.calls[0]["messages"][1]["content"] and "#9 rejected" in gen.calls[0]["messages"][1]["content"]
+
+    class Row:
+        def __init__(self, status, source, reason=None):
+            self.proposer, self.status, self.source, self.reason = "llm", status, source, reason
+    rows = [Row("accepted", cands[0].source), Row("rejected", cands[1].source), Row("proposal_failed", PARENT, "timeout")]
+    assert edit_counts(rows) == {"proposed": 3, "valid": 2, "distinct": 1, "evaluated": 2, "accepted": 1,
+                                 "failed_by_reason": {"timeout": 1}}

@@ -86,6 +86,19 @@ def program_key(source: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def edit_counts(rows) -> dict[str, Any]:
+    """What the LLM contributed to a run, from its store rows (anything with .proposer, .status, .source,
+    .reason): proposed, valid (an applicable, building edit that reached the pre-filter), distinct
+    (different programs among the valid ones, program_key), evaluated, accepted, and the proposal
+    failures by reason. For run summaries and `ensnas status`."""
+    mine = [r for r in rows if r.proposer == "llm"]
+    valid = [r for r in mine if r.status != "proposal_failed"]
+    failures = Counter(r.reason or "unknown" for r in mine if r.status == "proposal_failed")
+    return {"proposed": len(mine), "valid": len(valid), "distinct": len({program_key(r.source or "") for r in valid}),
+            "evaluated": sum(r.status in ("accepted", "rejected", "failed") for r in valid),
+            "accepted": sum(r.status == "accepted" for r in valid), "failed_by_reason": dict(failures)}
+
+
 def compact_diff(parent: str, child: str, *, max_lines: int = 8) -> str:
     """Only the changed lines ('- old', '+ new'), at most max_lines of them."""
     lines = [ln for ln in difflib.unified_diff(parent.splitlines(), child.splitlines(), lineterm="", n=0)
