@@ -30,6 +30,31 @@ class _Ours(logging.Filter):
         return record.name.split(".")[0] in OURS
 
 
+class _LibraryLoggers:
+    """Libraries such as transformers give their own logger a stderr handler and turn propagation
+    off, so their records would bypass the root's handlers (and the redirect: the handler holds the
+    real stderr). For the run, such loggers propagate to the root and their own handlers are set
+    aside. A library imported later in the run does this when ensnas imports it (the transformers
+    backend calls `transformers.utils.logging.enable_propagation()`)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, tuple[list[logging.Handler], bool]] = {}
+
+    def refresh(self) -> None:
+        loggers = logging.root.manager.loggerDict
+        for name, logger in list(loggers.items()):
+            if (isinstance(logger, logging.Logger) and name not in self.saved and name.split(".")[0] not in OURS
+                    and not logger.propagate):
+                self.saved[name] = (logger.handlers[:], logger.propagate)
+                logger.handlers, logger.propagate = [], True
+
+    def restore(self) -> None:
+        for name, (handlers, propagate) in self.saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers, logger.propagate = handlers, propagate
+        self.saved.clear()
+
+
 @contextlib.contextmanager
 def run_output(run_dir: Path, *, verbose: bool = False, quiet: bool = False):
     """Route output for the duration of a run (the run directory must exist). Yields the log path."""
@@ -43,6 +68,8 @@ def run_output(run_dir: Path, *, verbose: bool = False, quiet: bool = False):
     console.addFilter(_Ours())
     root = logging.getLogger()
     saved = root.handlers[:], root.level, {k: os.environ.get(k) for k in QUIET_ENV}
+    libraries = _LibraryLoggers()
+    libraries.refresh()
     root.handlers = [to_file, console]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     os.environ.update(QUIET_ENV)
@@ -54,6 +81,7 @@ def run_output(run_dir: Path, *, verbose: bool = False, quiet: bool = False):
     finally:
         progress.configure(enabled=False)
         logging.captureWarnings(False)
+        libraries.restore()
         root.handlers, level, env = saved[0], saved[1], saved[2]
         root.setLevel(level)
         for key, value in env.items():

@@ -396,3 +396,21 @@ def test_doctor_shows_every_check_on_one_screen_and_fails_on_what_blocks_a_run(c
         assert any(f" {name} " in line for line in lines), name
     assert lines[-1].startswith("not ready: generator /nonexistent/model.gguf")
     assert len(lines) <= 24                                         # one screen
+
+
+def test_a_library_logger_that_does_not_propagate_still_goes_to_the_log_file(tmp_path, capfd):
+    """transformers-style: the library's logger has its own stderr handler and propagate=False."""
+    from agent.run_output import run_output
+    library = logging.getLogger("somelib")
+    own = logging.StreamHandler(sys.__stderr__)
+    library.addHandler(own)
+    library.propagate = False
+    try:
+        with run_output(tmp_path) as log_path:
+            library.warning("somelib speaks")
+        out, err = capfd.readouterr()
+        assert "somelib speaks" in log_path.read_text() and "somelib speaks" not in out + err
+        assert library.handlers == [own] and library.propagate is False  # restored after the run
+    finally:
+        library.removeHandler(own)
+        library.propagate = True
