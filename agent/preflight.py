@@ -104,7 +104,8 @@ def check_generator(config: RunConfig) -> tuple[str, list[str]]:
         check = catalogue_check(spec, chat_template=gen.get("chat_template"), verify_checksum=False)
         if not check.ok:
             raise ConfigError(f"generator {spec or '(default)'}: " + "; ".join(check.problems))
-        return f"{backend} {check.path or spec or '(default)'}", list(check.warnings)
+        where = f", {check.path}" if check.path and check.path != check.spec else ""
+        return f"{check.spec} ({check.kind}{where}; {backend} backend)", list(check.warnings)
     return _check_generator_files(backend, spec), []
 
 

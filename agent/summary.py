@@ -90,7 +90,9 @@ def end_summary(store, report: dict, run_dir: Path, *, wall_seconds: float | Non
         valid = [r.source for r in llm if r.statistics is not None and r.source]
         tokens = sum(int((r.meta or {}).get("tokens") or 0) for r in llm)
         seconds = sum(float((r.meta or {}).get("seconds") or 0.0) for r in llm)
-        lines.append(f"LLM: {len(llm)} proposals, {len(valid)} valid ({_distinct(valid)} distinct programs), "
+        distinct = _distinct(valid)
+        lines.append(f"LLM: {len(llm)} proposals, {len(valid)} valid ({distinct} distinct "
+                     f"program{'s' if distinct != 1 else ''}), "
                      f"{tokens:,} tokens in {seconds:.0f} s of generation")
     timings = store.get_state("timings") or {}
     if timings or wall_seconds:
