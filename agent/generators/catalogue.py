@@ -154,7 +154,7 @@ MODELS: dict[str, BundledModel] = {m.name: m for m in [
 ]}
 
 # The default of `ensnas run` (README: chosen by benchmarks/generator_validity.py on 2 CPU cores).
-DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+DEFAULT_MODEL = "qwen2.5-coder-1.5b"
 
 
 def cache_dir() -> Path:
