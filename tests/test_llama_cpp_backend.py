@@ -78,3 +78,32 @@ def test_an_adapter_keeps_the_llama_cpp_server_and_its_grammar(tmp_path):
         assert "--lora" in cmdline and (tmp_path / "v1" / "adapter_model.gguf").is_file()
     finally:
         gen.close()
+
+
+def test_server_exits_at_once_on_sigterm_even_while_answering():
+    """The defect: a server whose parent died kept running for minutes (its destructor waited for the
+    request in flight). SIGTERM now ends it within seconds, busy or not."""
+    import json
+    import threading
+
+    from agent.generators.catalogue import model_file
+    from agent.generators.local_server import start_llama_server
+    server = start_llama_server(model=model_file("smollm2-135m"))
+    body = json.dumps({"messages": [{"role": "user", "content": "Count to one thousand."}], "max_tokens": 4000})
+
+    def busy() -> None:
+        import http.client
+        port = int(server.base_url.rsplit(":", 1)[1].split("/")[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+            conn.getresponse().read()
+        except OSError:
+            pass
+
+    threading.Thread(target=busy, daemon=True).start()
+    time.sleep(2.0)                                   # the request is being answered
+    start = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(timeout=20)
+    assert time.monotonic() - start < 10

@@ -9,6 +9,7 @@ PR_SET_PDEATHSIG). Deliberately imports nothing from ensnas: it starts fast and 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -49,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"listening on {server.listening_address}", flush=True)
     while not stop.wait(1.0):
         pass
-    del server
-    return 0
+    # exit at once: the server's destructor waits for a request in flight, which on a busy CPU can
+    # take minutes after the parent is gone; the kernel frees the model and closes the port
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
