@@ -1,6 +1,7 @@
 """Host side of one evaluation: prepare a work dir, run the worker in a sandbox, score the result."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -105,19 +106,31 @@ class Evaluator:
     def _run(self, source: str, seeds: list[int], **flags) -> tuple[Path, SandboxRun]:
         """Write the job into a warm sandbox's work dir (or a new one) and run it to the end.
         The caller owns the returned work dir."""
-        taken = self.warm_pool.take() if self.warm_pool else None
+        limits = self._limits_for(len(seeds), flags.get("save_weights", False))
+        taken = self.warm_pool.take() if self.warm_pool and limits == self.limits else None
         work, launched = taken or (self._new_work_dir("ensnas-job-"), None)
         try:
             self._write_job(work, source, seeds, **flags)
             if launched is None:
                 launched = self.sandbox.start(SandboxJob(work_dir=work, data_dir=self.data.inputs_dir,
-                                                         limits=self.limits))
+                                                         limits=limits))
             return work, launched.finish()
         except BaseException:
             if launched is not None and launched.alive():
                 launched.cancel()
             shutil.rmtree(work, ignore_errors=True)
             raise
+
+    def _limits_for(self, instances: int, save_weights: bool) -> Limits:
+        """The out/ quota must hold what a legitimate job writes: predictions, and with save_weights a
+        state dict per instance (up to max_params, float64, plus buffers). Raised only when needed
+        (a warm sandbox's quota is fixed at launch, so such a job starts a fresh one)."""
+        n = len(self.data.y_val) + len(self.data.y_test)
+        need = instances * n * self.data.num_classes * 4 + (instances * self.task.max_params * 8 * 1.25
+                                                            if save_weights else 0)
+        need_mb = int(need / 2**20) + 16
+        return self.limits if need_mb <= self.limits.max_out_mb else dataclasses.replace(self.limits,
+                                                                                          max_out_mb=need_mb)
 
     def _new_work_dir(self, prefix: str) -> Path:
         work = Path(tempfile.mkdtemp(prefix=prefix, dir=self.work_root))
@@ -146,7 +159,8 @@ class Evaluator:
         if "out_invalid" in run.notes:  # e.g. a symlink in out/: never read through it
             return fail(FailureReason.invalid_output, next((n for n in run.notes if n.startswith("out/")), ""))
         if "output_too_large" in run.notes:  # printed past the cap, a file past its cap, or littered out/
-            detail = next((n for n in run.notes if n.startswith("out/")), "the program's output went past its cap")
+            detail = next((n for n in run.notes if n.startswith(("quota:", "out/"))),
+                          "the program's output went past its cap")
             return fail(FailureReason.output_too_large, detail)
         result_path = work / "out" / "result.json"
         try:
