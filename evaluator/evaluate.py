@@ -153,36 +153,10 @@ class Evaluator:
         os.replace(pending, work / "job.json")
 
     def _interpret(self, work: Path, run: SandboxRun, build_only: bool = False, instances: int = 2) -> Evaluation:
+        result, failed = read_verdict(work, run, self.limits)
+        if failed is not None:
+            return failed
         fail = lambda reason, detail: Evaluation(ok=False, reason=reason, detail=detail, stderr_tail=run.stderr_tail)  # noqa: E731
-        if run.timed_out:
-            return fail(FailureReason.timeout, f"killed after {self.limits.timeout_s:.0f} s")
-        if "out_invalid" in run.notes:  # e.g. a symlink in out/: never read through it
-            return fail(FailureReason.invalid_output, next((n for n in run.notes if n.startswith("out/")), ""))
-        if "output_too_large" in run.notes:  # printed past the cap, a file past its cap, or littered out/
-            detail = next((n for n in run.notes if n.startswith(("quota:", "out/"))),
-                          "the program's output went past its cap")
-            return fail(FailureReason.output_too_large, detail)
-        result_path = work / "out" / "result.json"
-        try:
-            result = json.loads(result_path.read_text())
-            if not isinstance(result, dict):
-                raise ValueError("not an object")
-        except (OSError, ValueError):
-            if run.out_of_memory:
-                return fail(FailureReason.out_of_memory, f"killed by the {self.limits.memory_mb} MiB memory limit")
-            last = run.stderr_tail.strip().splitlines()[-1:] or [""]
-            return fail(FailureReason.crashed, f"worker exited with code {run.exit_code} without a verdict {last[0][:300]}")
-        if result.get("status") != "ok":
-            try:
-                reason = FailureReason(result.get("reason"))
-            except ValueError:
-                reason = FailureReason.invalid_output
-            if reason in (FailureReason.build_error, FailureReason.forward_error, FailureReason.crashed) and any(
-                    m in str(result.get("detail", "")) for m in ("MemoryError", "can't allocate memory")):
-                reason = FailureReason.out_of_memory  # the address-space limit surfaced as an exception
-            elif "File too large" in str(result.get("detail", "")):
-                reason = FailureReason.output_too_large  # EFBIG: the file-size limit (Python ignores SIGXFSZ)
-            return fail(reason, str(result.get("detail", ""))[:4000])
         if build_only:
             return Evaluation(ok=True, param_count=int(result.get("param_count", 0)), stderr_tail=run.stderr_tail)
         try:
@@ -212,3 +186,40 @@ class Evaluator:
             raise
         except (OSError, KeyError, ValueError, EOFError) as exc:
             raise EvaluationFailed(FailureReason.invalid_output, f"unreadable predictions: {exc}") from exc
+
+
+def read_verdict(work: Path, run: SandboxRun, limits: Limits) -> tuple[dict | None, Evaluation | None]:
+    """The worker's result.json if the run ended with an "ok" verdict, else the typed failure (a
+    timeout, a cap, a crash without a verdict, the worker's own reason). Shared by every job kind."""
+    fail = lambda reason, detail: Evaluation(ok=False, reason=reason, detail=detail, stderr_tail=run.stderr_tail)  # noqa: E731
+    if run.timed_out:
+        return None, fail(FailureReason.timeout, f"killed after {limits.timeout_s:.0f} s")
+    if "out_invalid" in run.notes:  # e.g. a symlink in out/: never read through it
+        return None, fail(FailureReason.invalid_output, next((n for n in run.notes if n.startswith("out/")), ""))
+    if "output_too_large" in run.notes:  # printed past the cap, a file past its cap, or littered out/
+        detail = next((n for n in run.notes if n.startswith(("quota:", "out/"))),
+                      "the program's output went past its cap")
+        return None, fail(FailureReason.output_too_large, detail)
+    result_path = work / "out" / "result.json"
+    try:
+        result = json.loads(result_path.read_text())
+        if not isinstance(result, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError):
+        if run.out_of_memory:
+            return None, fail(FailureReason.out_of_memory, f"killed by the {limits.memory_mb} MiB memory limit")
+        last = run.stderr_tail.strip().splitlines()[-1:] or [""]
+        return None, fail(FailureReason.crashed, f"worker exited with code {run.exit_code} without a verdict {last[0][:300]}")
+    if result.get("status") != "ok":
+        try:
+            reason = FailureReason(result.get("reason"))
+        except ValueError:
+            reason = FailureReason.invalid_output
+        if reason in (FailureReason.build_error, FailureReason.forward_error, FailureReason.crashed) and any(
+                m in str(result.get("detail", "")) for m in ("MemoryError", "can't allocate memory")):
+            reason = FailureReason.out_of_memory  # the address-space limit surfaced as an exception
+        elif "File too large" in str(result.get("detail", "")):
+            reason = FailureReason.output_too_large  # EFBIG: the file-size limit (Python ignores SIGXFSZ)
+        return None, fail(reason, str(result.get("detail", ""))[:4000])
+    return result, None
+
