@@ -340,4 +340,5 @@ def _pid_alive(pid: int) -> bool:
 
 def leftover_containers(client) -> list:
     """Sandbox containers that still exist (should be none between runs)."""
-    return client.containers.list(all=True, filters={"label": LABEL})
+    # ignore_removed: another run may remove one of them between the listing and its inspection
+    return client.containers.list(all=True, filters={"label": LABEL}, ignore_removed=True)
