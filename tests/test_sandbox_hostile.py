@@ -22,7 +22,7 @@ from evaluator.failures import FailureReason as R
 from sandbox import Limits
 
 HOSTILE = Path(__file__).parent / "hostile"
-LIMITS = Limits(timeout_s=15, memory_mb=1024, pids=64, max_output_bytes=64 << 10, max_log_bytes=4 << 20,
+LIMITS = Limits(timeout_s=40, memory_mb=1024, pids=64, max_output_bytes=64 << 10, max_log_bytes=4 << 20,
                 max_file_mb=16, max_out_mb=64)
 NORMAL = "import torch.nn as nn\n\ndef build_model(s, k):\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, k))\n"
 
