@@ -7,8 +7,8 @@ the container, stdout/stderr counted and capped (the run is killed past the cap)
 removed afterwards whatever happened. The filesystem it sees is `sandbox.layout`'s.
 
 PID 1 is sandbox/supervisor.py, not the worker: it kills the worker the moment a tmpfs is full,
-kills whatever the worker left running when it exits, prints its report and waits, so that the
-host can copy out/ (which ends with the container) through `docker exec` before removing it.
+kills whatever the worker left running when it exits, and then sends its report and a tar of out/
+(which ends with the container) on stderr, which the host extracts before removing the container.
 
 Images: by default the offline base (`sandbox.docker_image`) with the host runtime mounted
 read-only; `image=` selects a self-contained image (e.g. one built from `sandbox/Dockerfile`),
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import socket
 import sys
 import threading
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 LABEL = "ensnas.sandbox"
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 SUPERVISOR_TARGET = f"{SRC}/supervisor.py"
-SUPERVISOR_LINGER_S = 300  # after the worker: time for the host to copy out/ (a host killed meanwhile: reap_orphans)
+SUPERVISOR_LINGER_S = 300  # after the worker: time for the host to read out/ (a host killed meanwhile: reap_orphans)
+OUT_READ_TIMEOUT_S = 120
 
 
 class DockerConfig(BaseModel):
@@ -118,7 +120,8 @@ class DockerSandbox(Sandbox):
         import docker.types
         uid, _, gid = self.config.user.partition(":")
         supervise = {"argv": worker_command(python, job.wait_for_job_s), "linger_s": SUPERVISOR_LINGER_S,
-                     "mounts": {SCRATCH: "/tmp", OUT: "out/", "/dev/shm": "/dev/shm"}}
+                     "mounts": {SCRATCH: "/tmp", OUT: "out/", "/dev/shm": "/dev/shm"}, "out": OUT,
+                     "out_max_bytes": lim.max_out_mb << 20}
         options = dict(
             command=[python, "-I", "-S", SUPERVISOR_TARGET, json.dumps(supervise)], environment=env,
             working_dir=SCRATCH, user=self.config.user,
@@ -152,8 +155,7 @@ class DockerSandbox(Sandbox):
         import docker.errors
         with _daemon_errors(self):
             client, image = self.client(), self.image()
-            host_runtime = self.config.host_runtime if self.config.host_runtime is not None else not self.config.image
-            run = _DockerRun(job=job, sandbox=self, python=self.python(host_runtime))
+            run = _DockerRun(job=job, sandbox=self)
             try:
                 run.container = client.containers.create(image, **self.container_options(job))
                 run.container.start()
@@ -186,8 +188,8 @@ def _daemon_errors(sandbox: DockerSandbox):
 
 
 class _DockerRun(Launched):
-    def __init__(self, *, job: SandboxJob, sandbox: DockerSandbox, python: str) -> None:
-        self.job, self.sandbox, self.python = job, sandbox, python
+    def __init__(self, *, job: SandboxJob, sandbox: DockerSandbox) -> None:
+        self.job, self.sandbox = job, sandbox
         self.container = None
         self.pump: OutputPump | None = None
         self.notes: list[str] = []
@@ -195,6 +197,7 @@ class _DockerRun(Launched):
         self.done = threading.Event()           # the supervisor reported, or the container ended
         self.supervisor: dict | None = None     # its report: the worker's exit code, a quota it filled
         self.exit_status: dict | None = None
+        self.out_stream: queue.Queue = queue.Queue()  # out/'s tar, as the supervisor sends it after its report
         lim = job.limits
         # kill from another thread: the reader must keep draining, or the daemon's stdio copy (and so
         # the container's exit, and so the kill call) would wait on it forever
@@ -203,13 +206,14 @@ class _DockerRun(Launched):
                       OutputTail(keep=lim.max_output_bytes, cap=lim.max_log_bytes, on_overflow=overflow,
                                  marker=MARKER.encode(), on_marker=self._on_marker)]
 
-    def _on_marker(self, line: bytes) -> None:
+    def _on_marker(self, line: bytes):
         try:
             report = json.loads(line)
             self.supervisor = report if isinstance(report, dict) else {}
         except ValueError:
             self.supervisor = {}
         self.done.set()
+        return self.out_stream.put if self.supervisor.get("tar") else None
 
     def _wait_exit(self) -> None:
         try:
@@ -219,16 +223,20 @@ class _DockerRun(Launched):
         finally:
             self.done.set()
 
-    def _copy_out(self) -> dict:
-        """out/ is a tmpfs of the container: the supervisor tars its regular files from inside."""
-        spec = {"dump": OUT, "max_bytes": self.job.limits.max_out_mb << 20}
-        try:
-            result = self.container.exec_run([self.python, "-I", "-S", SUPERVISOR_TARGET, json.dumps(spec)],
-                                             stream=True, demux=True, user=self.sandbox.config.user, workdir=SCRATCH)
-            return extract_out_tar((o for o, _ in result.output if o), Path(self.job.work_dir) / "out",
-                                   max_bytes=self.job.limits.max_out_mb << 20)
-        except Exception as exc:  # noqa: BLE001 - no outputs: the run has no verdict
-            return {"error": f"copying out/ failed: {exc}"}
+    def _read_out(self) -> dict:
+        """Extract out/'s tar from the supervisor's stderr into the host work dir (bounded in time and bytes)."""
+        result: dict = {"error": f"out/ did not arrive within {OUT_READ_TIMEOUT_S} s"}
+
+        def extract() -> None:
+            result.clear()
+            result.update(extract_out_tar(iter(self.out_stream.get, None), Path(self.job.work_dir) / "out",
+                                          max_bytes=self.job.limits.max_out_mb << 20))
+        reader = threading.Thread(target=extract, daemon=True)
+        reader.start()
+        reader.join(OUT_READ_TIMEOUT_S)
+        if reader.is_alive():
+            self.out_stream.put(None)
+        return result
 
     def _kill(self, note: str) -> None:
         if not self.killed.is_set():
@@ -281,18 +289,15 @@ class _DockerRun(Launched):
             timed_out = not self.killed.is_set()
             self._kill("timeout")
         report = self.supervisor if not self.killed.is_set() else None
-        out = self._copy_out() if report is not None and not report.get("quota_exceeded") else None
-        try:
-            container.kill()  # the lingering supervisor (or nothing, if the container ended)
-        except Exception:  # noqa: BLE001 - already stopped
-            pass
-        status = self.exit_status or container.wait(timeout=60)
-        self.pump.join()
+        out = self._read_out() if report is not None and report.get("tar") else None
+        container.reload()
+        state = container.attrs.get("State", {})
+        if report is None:  # no report: the container ended (or was killed) on its own
+            status = self.exit_status or container.wait(timeout=60)
+            self.pump.join()
         (so, cut_o), (se, cut_e) = (t.result() for t in self.tails)
         if MARKER in se:  # the supervisor's report line is not the program's output
             se = se[:se.rfind(MARKER)]
-        container.reload()
-        state = container.attrs.get("State", {})
         exit_code = report.get("exit_code") if report else status.get("StatusCode", state.get("ExitCode"))
         if exit_code == 128 + 25:  # SIGXFSZ: a file above the size cap
             notes.append(OUTPUT_TOO_LARGE)

@@ -20,40 +20,64 @@ OUT_INVALID = "out_invalid"            # ... and this one to FailureReason.inval
 EXPECTED_OUTPUTS = {"result.json", "predictions.npz"}
 
 
+Sink = Callable[[bytes | None], None]  # gets a stream's bytes after the marker line; None at its end
+
+
 class OutputTail:
-    """One stream's capture: keeps the last `keep` bytes, counts all, calls `on_overflow` once past `cap`,
-    and `on_marker(rest of the line)` the first time `marker` appears (sandbox.supervisor's report)."""
+    """One stream's capture: keeps the last `keep` bytes, counts all, calls `on_overflow` once past `cap`.
+    The first time `marker` appears (sandbox.supervisor's report), `on_marker(rest of that line)` is
+    called; if it returns a sink, every later byte of the stream goes there instead (out/'s tar)."""
 
     def __init__(self, *, keep: int, cap: int, on_overflow: Callable[[], None] | None = None,
-                 marker: bytes = b"", on_marker: Callable[[bytes], None] | None = None) -> None:
+                 marker: bytes = b"", on_marker: Callable[[bytes], Sink | None] | None = None) -> None:
         self.keep, self.cap, self.on_overflow = keep, cap, on_overflow
         self.marker, self.on_marker = marker, on_marker
         self.total = 0
         self.overflowed = False
         self._buf = bytearray()
         self._scan = b""
+        self._sink: Sink | None = None
+
+    def close(self) -> None:
+        """The stream ended."""
+        if self._sink is not None:
+            self._sink(None)
 
     def add(self, chunk: bytes | None) -> None:
         if not chunk:
             return
+        if self._sink is not None:
+            self._sink(chunk)
+            return
+        if self.marker and self.on_marker:
+            chunk, rest = self._find_marker(chunk)
+            if self._sink is not None and rest:
+                self._sink(rest)
+        self._keep(chunk)
+
+    def _keep(self, chunk: bytes) -> None:
         self.total += len(chunk)
         self._buf += chunk
         if len(self._buf) > 2 * self.keep:
             del self._buf[: len(self._buf) - self.keep]
-        if self.marker and self.on_marker:
-            self._find_marker(chunk)
         if self.total > self.cap and not self.overflowed:
             self.overflowed = True
             if self.on_overflow:
                 self.on_overflow()
 
-    def _find_marker(self, chunk: bytes) -> None:
-        self._scan = (self._scan + chunk)[-(len(self.marker) + 4096):]
-        at = self._scan.find(self.marker)
-        if at >= 0 and b"\n" in self._scan[at + len(self.marker):]:
-            line = self._scan[at + len(self.marker):].split(b"\n", 1)[0]
-            callback, self.on_marker = self.on_marker, None
-            callback(line)
+    def _find_marker(self, chunk: bytes) -> tuple[bytes, bytes]:
+        """(what of `chunk` is output, what follows the marker's line)."""
+        carried = len(self._scan)
+        seen = self._scan + chunk
+        at = seen.find(self.marker)
+        end = seen.find(b"\n", at + len(self.marker)) if at >= 0 else -1
+        if end < 0:
+            self._scan = seen[at:][:8192] if at >= 0 else seen[-(len(self.marker) + 4096):]
+            return chunk, b""
+        callback, self.on_marker = self.on_marker, None
+        self._sink = callback(seen[at + len(self.marker):end])
+        cut = max(0, end + 1 - carried)  # the line is output (stripped from the tail later); the rest is not
+        return chunk[:cut], chunk[cut:]
 
     def result(self) -> tuple[str, bool]:
         """(tail text, whether anything was cut)."""
@@ -80,6 +104,9 @@ class OutputPump:
                     self.tails[0].add(chunk)
         except Exception:  # the stream broke because the run was killed: what we have is the tail
             pass
+        finally:
+            for tail in self.tails:
+                tail.close()
 
     def join(self, timeout: float = 10.0) -> None:
         self._thread.join(timeout)
@@ -110,11 +137,12 @@ def supervisor_notes(report: dict, *, out_mb: int, tmp_mb: int) -> list[str]:
 
 
 class _ChunkReader(io.RawIOBase):
-    """A byte iterator as a readable stream (for tarfile's stream mode)."""
+    """A byte iterator as a readable stream (for tarfile's stream mode), ending after `limit` bytes."""
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+    def __init__(self, chunks: Iterable[bytes], limit: int) -> None:
         self._chunks: Iterator[bytes] = iter(chunks)
         self._pending = b""
+        self._left = limit
 
     def readable(self) -> bool:
         return True
@@ -125,7 +153,8 @@ class _ChunkReader(io.RawIOBase):
                 self._pending = next(self._chunks)
             except StopIteration:
                 return 0
-        n = min(len(buffer), len(self._pending))
+        n = min(len(buffer), len(self._pending), self._left)
+        self._left -= n
         buffer[:n], self._pending = self._pending[:n], self._pending[n:]
         return n
 
@@ -136,7 +165,8 @@ def extract_out_tar(chunks: Iterable[bytes], dest: Path, *, max_bytes: int, max_
     from sandbox.supervisor import REPORT_NAME
     report = {"files": 0, "bytes": 0, "odd": [], "too_many": False, "too_big": False}
     try:
-        with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(chunks), 1 << 20), mode="r|") as tar:
+        reader = io.BufferedReader(_ChunkReader(chunks, limit=max_bytes + (64 << 20)), 1 << 16)
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
             for member in tar:
                 if member.name == REPORT_NAME and member.isreg() and member.size < 1 << 20:
                     sent = json.loads(tar.extractfile(member).read())

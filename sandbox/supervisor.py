@@ -10,9 +10,10 @@ Two users:
 - sandbox/process_entry.py (the process backend): the launcher, outside the chroot but in the
   sandbox's mount namespace, supervises its PID-1 child and copies out/ into the host work dir;
 - `python -I -S supervisor.py SPEC_JSON` as PID 1 of a Docker container: starts the worker, watches
-  the mounts, kills whatever the worker left running, then prints MARKER and its report on stderr
-  and waits: the host copies out/ from the running container (its tmpfs ends with the container)
-  and removes it. A candidate can print the marker too; that only ends its own run early.
+  the mounts, kills whatever the worker left running, then prints MARKER, its report line and a tar
+  of out/'s regular files on stderr (out/ is a tmpfs that ends with the container) and waits to be
+  removed. A candidate can print the marker too; that only ends its own run early, with whatever
+  it sent as its outputs (which it could write to out/ anyway).
 """
 import errno
 import json
@@ -102,16 +103,15 @@ def copy_out(src: str, dst: str, *, max_bytes: int, max_files: int = 64) -> dict
     return report
 
 
-def dump(src: str, *, max_bytes: int, max_files: int = 64) -> None:
-    """A tar of out/'s regular files on stdout, then REPORT_NAME with what was left out (Docker: run with
-    `docker exec` once the candidate's processes are gone, since out/ is a tmpfs of the container)."""
+def dump(src: str, fileobj, *, max_bytes: int, max_files: int = 64) -> None:
+    """A tar of `src`'s regular files on `fileobj`, then REPORT_NAME with what was left out."""
     import io
     import tarfile
     report = {"files": 0, "bytes": 0, "odd": [], "too_many": False, "too_big": False}
     names = sorted(os.listdir(src))
     if len(names) > max_files:
         report["too_many"], names = True, names[:max_files]
-    with tarfile.open(fileobj=sys.stdout.buffer, mode="w|") as tar:
+    with tarfile.open(fileobj=fileobj, mode="w|") as tar:
         for name in names:
             if name == REPORT_NAME:
                 report["odd"].append(name)
@@ -158,10 +158,14 @@ def keep(spec: dict) -> None:
             os.waitpid(-1, 0)
         except ChildProcessError:
             break
-    report = {"exit_code": exit_code(status), "quota_exceeded": exceeded}
-    sys.stderr.write(MARKER + json.dumps(report) + "\n")
+    report = {"exit_code": exit_code(status), "quota_exceeded": exceeded, "tar": exceeded is None}
     sys.stderr.flush()
-    time.sleep(spec.get("linger_s", 600))  # the host copies out/ and removes the container
+    err = sys.stderr.buffer
+    err.write((MARKER + json.dumps(report) + "\n").encode())
+    if report["tar"]:  # out/ follows the report line, read by the host from the container's stderr
+        dump(spec["out"], err, max_bytes=spec["out_max_bytes"])
+    err.flush()
+    time.sleep(spec.get("linger_s", 600))  # the host removes the container
 
 
 def libc_prctl(option: int, value: int) -> None:
@@ -173,8 +177,4 @@ def libc_prctl(option: int, value: int) -> None:
 
 
 if __name__ == "__main__":
-    _spec = json.loads(sys.argv[1])
-    if "dump" in _spec:
-        dump(_spec["dump"], max_bytes=_spec["max_bytes"], max_files=_spec.get("max_files", 64))
-    else:
-        keep(_spec)
+    keep(json.loads(sys.argv[1]))

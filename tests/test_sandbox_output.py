@@ -87,3 +87,24 @@ def test_marker_found_across_chunk_boundaries(split):
     for i in range(0, len(stream), split):
         tail.add(stream[i:i + split])
     assert seen == [b'{"exit_code": 3}']  # the first one only
+
+
+@pytest.mark.parametrize("split", [1, 7, 300, 100000])
+def test_bytes_after_the_marker_line_go_to_the_sink_not_the_tail(split):
+    """Docker: out/'s tar follows the supervisor's report line on stderr; it is never counted as output."""
+    received, lines = [], []
+
+    def on_marker(line):
+        lines.append(line)
+        return received.append
+
+    tail = OutputTail(keep=1 << 10, cap=1 << 20, marker=b"\n@@m@@ ", on_marker=on_marker)
+    payload = bytes(range(256)) * 40
+    stream = b"program output\n@@m@@ {\"tar\": true}\n" + payload
+    for i in range(0, len(stream), split):
+        tail.add(stream[i:i + split])
+    tail.close()
+    assert lines == [b'{"tar": true}']
+    assert b"".join(c for c in received if c) == payload and received[-1] is None
+    text, _ = tail.result()
+    assert text.startswith("program output") and "\x00" not in text and tail.total < 100
