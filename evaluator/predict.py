@@ -6,8 +6,10 @@ a worker job of kind "predict" in any sandbox backend: program, member weights a
 in read-only, each member's probabilities come back, and the host checks them and averages
 (the manifest's "mean of softmax probabilities"), exactly what `load_ensemble(dir)(x)` returns.
 
-Inputs are arrays already in the model's input space (what the task's loader produced). A task's
-raw-input preprocessing, once the export's manifest describes it, belongs in `prepare_inputs`.
+Inputs are arrays already in the model's input space (what the task's loader produced), or with
+raw=True the task's raw inputs, to which `prepare_inputs` applies the preprocessing the manifest
+records, with ensnas' own evaluator.preprocessing on the host (not the export's preprocess.py copy,
+which is as untrusted as its program.py).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluator import preprocessing
 from evaluator.evaluate import read_verdict
 from evaluator.failures import ConfigError, EvaluationFailed, FailureReason
 from evaluator.statistics import validate_probabilities
@@ -49,9 +52,19 @@ def read_manifest(export_dir: Path) -> dict:
     return manifest
 
 
-def prepare_inputs(manifest: dict, inputs: np.ndarray) -> np.ndarray:
-    """The arrays the members are fed: float32 in the manifest's input shape. (The slot for a task's
-    own preprocessing of raw inputs, when the manifest carries one.)"""
+def prepare_inputs(manifest: dict, inputs, *, raw: bool = False) -> np.ndarray:
+    """The arrays the members are fed: float32 in the manifest's input shape. raw=True: `inputs` are
+    the task's raw inputs (an array, or a table: DataFrame / dict of columns / row dicts) and the
+    manifest's preprocessing makes them model inputs first."""
+    if raw:
+        spec = manifest.get("preprocessing")
+        if not spec:
+            raise ConfigError("this export records no input preprocessing: pass inputs already in the model's "
+                              "input space (without --raw)")
+        try:
+            inputs = preprocessing.apply(spec, inputs)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"the raw inputs do not fit the export's preprocessing: {exc}") from exc
     x = np.asarray(inputs)
     if x.dtype.kind not in "fiub":
         raise ConfigError(f"inputs must be numeric, got dtype {x.dtype}")
@@ -64,13 +77,14 @@ def prepare_inputs(manifest: dict, inputs: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def predict_export(export_dir: Path, inputs: np.ndarray, *, sandbox: Sandbox, limits: Limits = Limits(),
+def predict_export(export_dir: Path, inputs, *, sandbox: Sandbox, limits: Limits = Limits(), raw: bool = False,
                    threads: int = 1, work_root: Path | None = None) -> np.ndarray:
-    """The ensemble's probabilities [n, num_classes] for `inputs`, computed in `sandbox`.
-    EvaluationFailed (typed) when the export's code fails there; ConfigError for a bad export or inputs."""
+    """The ensemble's probabilities [n, num_classes] for `inputs` (raw task inputs with raw=True),
+    computed in `sandbox`. EvaluationFailed (typed) when the export's code fails there; ConfigError
+    for a bad export or inputs."""
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
-    x = prepare_inputs(manifest, inputs)
+    x = prepare_inputs(manifest, inputs, raw=raw)
     k, m = int(manifest["num_classes"]), len(manifest["members"])
     need_mb = int(m * len(x) * k * 4 / 2**20) + 16
     if need_mb > limits.max_out_mb:

@@ -42,18 +42,25 @@ def exports(tmp_path_factory, cache_dir):
         result = evaluator.evaluate(source, instances=3, seed_base=1000, keep_dir=keep, save_weights=True)
         assert result.ok, result.detail
         export = root / f"export-{name.replace(' ', '_')}"
-        _export(export, source, keep / "out", result.seeds, evaluator, result.feature_fraction)
+        _export(export, source, keep / "out", result.seeds, evaluator, result.feature_fraction,
+                result.test_probs.mean(0))
         inputs = root / f"x-{name.replace(' ', '_')}.npy"
         np.save(inputs, np.load(evaluator.data.inputs_dir / "x_test.npy")[:64])
         made[name] = export, inputs
+    made["table"] = csv
     return made
 
 
-def _load_py(export: Path, inputs: Path, tmp_path: Path) -> np.ndarray:
+RAW_PREDICT = ("import sys, numpy as np, pandas as pd; sys.path.insert(0, sys.argv[1]); import load; "
+               "raw = pd.read_csv(sys.argv[2]) if sys.argv[2].endswith('.csv') else np.load(sys.argv[2]); "
+               "np.save(sys.argv[3], load.predict(raw, sys.argv[1]))")
+
+
+def _load_py(export: Path, inputs: Path, tmp_path: Path, *, raw: bool = False) -> np.ndarray:
     """What a user gets from the export with plain PyTorch, in a fresh interpreter."""
     out = tmp_path / "reference.npy"
-    subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(export), str(inputs), str(out)], check=True,
-                   cwd=tmp_path, timeout=300)
+    subprocess.run([sys.executable, "-c", RAW_PREDICT if raw else LOAD_AND_PREDICT, str(export), str(inputs),
+                    str(out)], check=True, cwd=tmp_path, timeout=300)
     return np.load(out)
 
 
@@ -84,6 +91,26 @@ def test_cli_predict_writes_the_probabilities(exports, tmp_path, capsys):
     assert main(["predict", str(export), "--inputs", str(inputs), "--out", str(out), "--sandbox", "process"]) == 0
     np.testing.assert_allclose(np.load(out), _load_py(export, inputs, tmp_path), atol=1e-5)
     assert "predicted 64 inputs" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["plain", "columns view"])
+def test_raw_inputs_get_the_exports_preprocessing(case, exports, tmp_path):
+    """--raw: the task's raw inputs (sklearn's 0-16 digit images, table rows by column name) give what
+    load.predict(raw) gives; the preprocessing runs on the host from the manifest's spec."""
+    from agent.cli import main
+    export, _ = exports[case]
+    if case == "plain":
+        from sklearn.datasets import load_digits
+        raw = tmp_path / "raw.npy"
+        np.save(raw, load_digits().images[:50])
+    else:
+        import pandas as pd
+        raw = tmp_path / "rows.csv"
+        pd.read_csv(exports["table"]).drop(columns=["label"]).head(50).to_csv(raw, index=False)
+    out = tmp_path / "p.npy"
+    assert main(["predict", str(export), "--inputs", str(raw), "--out", str(out), "--raw", "--sandbox", "process"]) == 0
+    np.testing.assert_allclose(np.load(out), _load_py(export, raw, tmp_path, raw=True), atol=1e-5)
 
 
 @pytest.mark.slow
