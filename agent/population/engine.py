@@ -18,7 +18,7 @@ from agent.population import bandit
 from agent.population.config import PopulationConfig
 from agent.population.migration import due, plan_migrations
 from agent.population.pareto import (DominanceRule, Member, Relation, error_best, hypervolume, normalised, place)
-from agent.population.plan import PlanConfig, Slot, arm_name, plan_slots
+from agent.population.plan import PlanConfig, Slot, arm_name, plan_slots, split_arm
 from agent.proposers.base import ProgramRecord
 from agent.store import TERMINAL, CandidateRow, RunStore
 from evaluator.statistics import predicted_from_dict
@@ -85,7 +85,8 @@ class Population:
         if self.config.bandit == "off":
             allocation = {a: n for a, n in (fixed or {}).items() if a in arms}
         else:
-            allocation = bandit.allocate(state, budget, rng, policy=self.config.bandit)
+            allocation = bandit.allocate(state, budget, rng, policy=self.config.bandit,
+                                         group=lambda arm: split_arm(arm)[0])
         c = self.config
         slots = plan_slots({a: n for a, n in allocation.items() if n}, archives, rng,
                            PlanConfig(exploit=c.exploit, power=c.rank_power, inspirations=c.inspirations,
