@@ -16,7 +16,7 @@ def parse(*argv: str):
 
 
 @pytest.mark.parametrize("argv,enabled,islands", [
-    ((), False, 2), (("--population",), True, 2), (("--islands", "4"), True, 4), (("--hill-climber",), False, 2),
+    ((), True, 2), (("--population",), True, 2), (("--islands", "4"), True, 4), (("--hill-climber",), False, 2),
 ])
 def test_population_flags(argv, enabled, islands):
     config = build_config(parse(*argv))

@@ -12,7 +12,7 @@ Objective = Literal["error", "params", "latency"]
 
 class PopulationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    enabled: bool = Field(False, description="islands + Pareto archives + bandit; off: the hill climber "
+    enabled: bool = Field(True, description="islands + Pareto archives + bandit; off: the hill climber "
                                             "(one incumbent, a candidate kept only if it beats it)")
     islands: int = Field(2, ge=1, le=16)
     capacity: int = Field(12, ge=2, description="members per island archive; beyond it the most crowded leave")
