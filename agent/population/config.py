@@ -27,6 +27,9 @@ class PopulationConfig(BaseModel):
     inspirations: int = Field(2, ge=0, le=3, description="other archive members shown beside the parent")
     bandit: Literal["thompson", "ucb1", "off"] = Field("thompson", description="split of each cycle's budget "
                                                                               "across proposers and operators")
+    reward: Literal["entered", "hypervolume"] = Field(
+        "entered", description="the bandit's reward: 1 when the candidate entered its island's archive, or only when "
+                               "it grew the island front's hypervolume (point estimates, `reference` box)")
     llm_operators: list[str] = Field(default_factory=lambda: list(LLM_OPERATORS))
     candidates: int | None = Field(None, ge=1, description="candidates per cycle (default: the proposers' "
                                                            "candidates summed)")

@@ -115,10 +115,14 @@ class Population:
             archives[island] = [fresh.get(m.id, m) for m in archives[island]]
             cand = fresh.get(row.id) or self.member(row.id)
             placement = place(archives[island], cand, judge.relation, self.rule, self.config.capacity)
+            reward = float(placement.entered)
+            if self.config.reward == "hypervolume" and placement.entered:
+                before, after = self.hypervolumes([archives[island], placement.members_after(archives[island], cand)])
+                reward = float(after > before * (1 + 1e-9))
             info = dict(gate, gate_accept=gate["accept"], accept=placement.entered, vs_baseline=gate["reason"],
                         mode="pareto", island=island, dominated_by=list(placement.update.dominated_by),
                         removed=list(placement.update.removed), pruned=list(placement.pruned),
-                        error_relations=placement.update.error_relations, reward=float(placement.entered),
+                        error_relations=placement.update.error_relations, reward=reward,
                         reason=_explain(placement, island))
             with self.store.transaction() as db:
                 for cid, st in stats.items():
