@@ -21,7 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("--members", type=int, help="deployed ensemble size M")
     p.add_argument("--run-dir", help="where the run lives (default runs/<time>-<task>)")
     p.add_argument("--no-novelty", action="store_true", help="turn the MinHash novelty filter off")
-    p.add_argument("--islands", type=int, help="islands of the population search (each with a Pareto archive)")
+    p.add_argument("--population", action="store_true",
+                   help="the population search: island Pareto archives and a bandit over proposers and operators")
+    p.add_argument("--islands", type=int, help="islands of the population search (implies --population)")
     p.add_argument("--hill-climber", action="store_true",
                    help="no population: one incumbent, a candidate kept only if it beats it")
     p.add_argument("--pipeline", choices=["off", "lagged", "overlapped"],
@@ -89,9 +91,14 @@ def build_config(args):
         data["acceptance"]["members"] = data["deploy"]["members"] = args.members
     if args.no_novelty:
         data["novelty"]["enabled"] = False
+    if args.population or args.islands:
+        data["population"]["enabled"] = True
     if args.islands:
         data["population"]["islands"] = args.islands
     if args.hill_climber:
+        if args.population or args.islands:
+            from evaluator.failures import ConfigError
+            raise ConfigError("--hill-climber and --population/--islands contradict each other")
         data["population"]["enabled"] = False
     if args.pipeline:
         data["pipeline"] = args.pipeline
