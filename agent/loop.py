@@ -20,6 +20,7 @@ import numpy as np
 from agent import progress, run_state, summary
 from agent.config import RunConfig
 from agent.gate import Gate
+from agent.generators.pin import describe, pin_new_run
 from agent.population.budgets import Spent, evaluations_left, exhausted
 from agent.population.engine import Population
 from agent.population.judge import GateJudge
@@ -79,10 +80,13 @@ class SearchLoop:
         else:
             if run_dir_state(self.run_dir) in ("started", "foreign"):  # "incomplete": killed while created
                 raise RunDirError(f"{self.run_dir} already holds a run; use `ensnas resume {self.run_dir}`")
-            self.config = config or RunConfig()
+            # the generator's model is saved explicit, so a resume cannot drift to a newer default
+            self.config, generator = pin_new_run(config or RunConfig())
             self.store = RunStore(self.run_dir, create=True)
             self.store.set_meta("config", self.config.model_dump(mode="json"))
-            self.store.set_meta("versions", _versions())
+            self.store.set_meta("versions", {**_versions(), "generator": describe(generator and generator["current"])})
+            if generator:
+                self.store.set_meta("generator", generator)
         c = self.config
         run_state.mark_running(self.store, self.lock.holder)
         self.task: TaskConfig = get_task(c.task, data_path=c.data_path)

@@ -139,6 +139,7 @@ def run(args) -> int:
 
 def resume(args) -> int:
     from agent.config import RunConfig
+    from agent.generators.pin import describe, pin_resumed_run
     from agent.loop import SearchLoop
     from agent.preflight import preflight
     from agent.run_lock import RunLock
@@ -151,15 +152,25 @@ def resume(args) -> int:
             raise RunDirError(f"{run_dir} was stopped while it was being created, before its first cycle: start it "
                               f"again with `ensnas run --run-dir {run_dir}` (and the same options)")
         with RunStore(run_dir) as store:
-            saved = store.get_meta("config")
+            saved, generator = store.get_meta("config"), store.get_meta("generator")
+            next_cycle = 1 + max((c["cycle"] for c in store.cycles() if c["status"] == "done"), default=0)
         if saved is None:
             raise RunDirError(f"{run_dir} has no saved config; it was never started")
         config = RunConfig.load(None, **_overrides(saved, args))
+        # the model the run started with, unless --generator switches (agent/generators/pin.py)
+        config, pinned, warning = pin_resumed_run(config, generator, switched=bool(args.generator),
+                                                  next_cycle=next_cycle)
         setup = preflight(config)                          # e.g. the generator it used has gone: say so now
         with RunStore(run_dir) as store:
             if config.model_dump(mode="json") != saved:
                 store.set_meta("config", config.model_dump(mode="json"))
+            if pinned != generator:
+                store.set_meta("generator", pinned)
+                store.set_meta("versions", {**(store.get_meta("versions") or {}),
+                                            "generator": describe(pinned["current"])})
             print(f"{run_dir}: {resume_point(store, config.cycles)}")
+        if warning:
+            print(f"warning: {warning}")
         _say_setup(setup)
         loop = SearchLoop(run_dir=run_dir, resume=True, progress=not args.quiet,
                           sandbox_name=setup.sandbox.backend, lock=lock)
