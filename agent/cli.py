@@ -10,11 +10,19 @@ import sys
 from agent.safe_text import SafeFormatter, safe_text
 from evaluator.failures import EnsnasError, EvaluationFailed
 
-COMMANDS = ["run", "inspect", "export", "evaluate", "compare"]  # module names under agent.commands, in help order
+COMMANDS = ["run", "inspect", "report", "export", "predict", "evaluate", "compare", "models", "doctor"]  # module names under agent.commands, in help order
+
+
+DESCRIPTION = ("Search neural architectures and the ensembles they are deployed in: a local LLM\n"
+               "proposes code edits, every candidate runs in a sandbox, and one is accepted only\n"
+               "when the deployed M-member ensemble provably improves.")
+EPILOG = ("exit codes: 0 ok, 1 the candidate or run failed on its merits, 2 a usage or setup error.\n"
+          "`ensnas COMMAND --help` for one command; README.md for the whole picture.")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ensnas", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="ensnas", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:

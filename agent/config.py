@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -55,6 +55,8 @@ class CEUpdateConfig(_Strict):
     epochs: int = 2
     lr: float = 2e-4
     max_steps: int = 30
+    cache_dequantised: bool = Field(True, description="keep the base de-quantised from the GGUF as safetensors in "
+                                                      "the model cache (keyed by its SHA-256) for later updates")
 
 
 class DeployConfig(_Strict):
@@ -85,6 +87,10 @@ class RunConfig(_Strict):
     elites: int = Field(8, ge=1)
     history: int = Field(8, ge=1, description="recent candidates shown to proposers")
     population: PopulationConfig = PopulationConfig()
+    pipeline: Literal["off", "lagged", "overlapped"] = Field(
+        "overlapped", description="overlapped: cycle n+1's proposals are written while cycle n trains, from the "
+                                  "decisions up to cycle n-1; lagged: the same proposals without the overlap (same "
+                                  "decisions, for checking); off: each cycle proposes after the previous one decided")
     budget: BudgetConfig = BudgetConfig()
 
     @model_validator(mode="after")

@@ -1,6 +1,6 @@
 """The delta format: what the LLM emits and how it becomes a program.
 
-Two output modes, compared by THEORY.md T6.4:
+Two output modes, compared by docs/theory.md T6.4:
 
 - ``delta``: one or more SEARCH/REPLACE blocks
 
@@ -10,8 +10,9 @@ Two output modes, compared by THEORY.md T6.4:
       the lines that replace them
       >>>>>>> REPLACE
 
-  applied in order: an exact match first, then a fuzzy one (whitespace-insensitive line
-  window, then the closest window above a similarity threshold), refusing ambiguous matches.
+  applied in order: an exact match of whole lines first, then a whitespace-insensitive one,
+  then one that may differ only in punctuation (names and numbers exact), refusing ambiguous
+  matches (agent/delta_match.py).
 - ``full``: the whole new program in one fenced code block (or bare code that parses).
 
 Every failure is one typed :class:`EditFailure` with a detail that is precise enough to feed
@@ -25,6 +26,8 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
+
+from agent.delta_match import NoMatch, locate, reindent
 
 Mode = Literal["delta", "full"]
 
@@ -43,6 +46,7 @@ class EditFailure(str, Enum):
     timeout = "timeout"                   # the generator missed its deadline
     generator_error = "generator_error"   # the backend failed (server down, bad response)
     build_failed = "build_failed"         # parsed, but the sandbox build/shape/size check failed
+    duplicate = "duplicate"               # the program was already tried (same up to formatting and comments)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,10 +135,6 @@ def _strip_fence_lines(lines: list[str]) -> list[str]:
     return lines
 
 
-def _norm(line: str) -> str:
-    return " ".join(line.split())
-
-
 def indentation(line: str) -> str:
     return line[: len(line) - len(line.lstrip())]
 
@@ -144,60 +144,24 @@ def parser_reads_specially(line: str) -> bool:
     return any(p.match(line) for p in (_SEARCH, _DIVIDER, _REPLACE, _FENCE, _LINE_NO))
 
 
-def apply_block(source: str, block: Block, *, threshold: float = 0.85) -> tuple[str, str]:
-    """Apply one block to source; returns (new source, how it matched). Raises _Fail."""
-    count = source.count(block.search)
-    if count > 1:
-        raise _Fail(EditFailure.ambiguous_match, f"block {block.index}: the SEARCH text occurs {count} times; "
-                                                 "include more surrounding lines so it matches exactly once")
-    if count == 1:
-        return source.replace(block.search, block.replace, 1), "exact"
-    lines = source.splitlines()
-    want = block.search.splitlines()
-    while want and not want[-1].strip():
-        want.pop()
-    while want and not want[0].strip():
-        want.pop(0)
-    size = len(want)
-    if size == 0 or size > len(lines):
-        raise _Fail(EditFailure.search_not_found, f"block {block.index}: the SEARCH text is longer than the program")
-    norm_want = [_norm(w) for w in want]
-    windows = [i for i in range(len(lines) - size + 1) if [_norm(x) for x in lines[i:i + size]] == norm_want]
-    if len(windows) > 1:
-        raise _Fail(EditFailure.ambiguous_match, f"block {block.index}: the SEARCH text matches lines "
-                    + ", ".join(str(w + 1) for w in windows) + " (ignoring whitespace); include more context")
-    how = "whitespace"
-    if not windows:
-        target = "\n".join(norm_want)
-        scored = sorted(((difflib.SequenceMatcher(None, target, "\n".join(_norm(x) for x in lines[i:i + size]),
-                                                  autojunk=False).ratio(), i)
-                         for i in range(len(lines) - size + 1)), reverse=True)
-        best, start = scored[0]
-        if best < threshold:
-            near = "\n".join(lines[start:start + size])
-            raise _Fail(EditFailure.search_not_found,
-                        f"block {block.index}: the SEARCH text is not in the program (closest: lines "
-                        f"{start + 1}-{start + size}, similarity {best:.2f} < {threshold:.2f}):\n{near}")
-        rivals = [i for r, i in scored[1:] if r >= best - 0.02 and r >= threshold and abs(i - start) >= size]
-        if rivals:
-            raise _Fail(EditFailure.ambiguous_match,
-                        f"block {block.index}: the SEARCH text is about equally close to lines {start + 1} and "
-                        f"{rivals[0] + 1} (similarity {best:.2f}); include more context")
-        windows, how = [start], f"similar:{best:.2f}"
-    start = windows[0]
-    shift_from, shift_to = indentation(want[0]), indentation(lines[start])
-    new = [_reindent(r, shift_from, shift_to) for r in block.replace.splitlines()]
-    out = lines[:start] + new + lines[start + size:]
-    return "\n".join(out) + ("\n" if source.endswith("\n") else ""), how
+def apply_block(source: str, block: Block, *, threshold: float = 0.85, deadline_s: float = 1.0) -> tuple[str, str]:
+    """Apply one block to source; returns (new source, how it matched). Raises _Fail.
 
-
-def _reindent(line: str, old: str, new: str) -> str:
-    """Move a replacement line from the block's indentation to the matched one."""
-    if old == new or not line.strip():
-        return line
-    if line.startswith(old):
-        return new + line[len(old):]
-    return line
+    Where the block lands and how its REPLACE lines are indented there: agent/delta_match.py
+    (whole lines only; a fuzzy match never changes a name or a number; bounded in time)."""
+    ends_with_newline = source.endswith("\n")
+    lines = source.split("\n")
+    if ends_with_newline:
+        lines.pop()
+    try:
+        match = locate(lines, block.search, threshold=threshold, deadline_s=deadline_s, index=block.index)
+    except NoMatch as miss:
+        failure = EditFailure.ambiguous_match if miss.kind == "ambiguous" else EditFailure.search_not_found
+        raise _Fail(failure, miss.detail) from None
+    replace = block.replace.split("\n") if block.replace else []
+    new = reindent(replace, block.search.split("\n"), lines, match)
+    out = lines[:match.start] + new + lines[match.end:]
+    return "\n".join(out) + ("\n" if ends_with_newline else ""), match.how
 
 
 def extract_full(text: str) -> str:

@@ -8,65 +8,23 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
+from agent import export_load, progress
+from evaluator import preprocessing
 from evaluator.statistics import brier_per_example, ensemble_metrics, one_hot
 from evaluator.worker import feature_subset
 
 log = logging.getLogger("ensnas")
 DEPLOY_SEED_BASE = 1000  # fresh seeds: the deployed members are not the search's instances
 
-LOADER = '''"""Load this exported ensemble with plain PyTorch:  ens = load_ensemble("."); probs = ens(x)."""
-import importlib.util
-import json
-from pathlib import Path
-
-import torch
-
-
-class Ensemble(torch.nn.Module):
-    def __init__(self, members, views):
-        super().__init__()
-        self.members = torch.nn.ModuleList(members)
-        self.views = views
-
-    def forward(self, x):
-        probs = []
-        for member, view in zip(self.members, self.views):
-            xin = x
-            if view is not None:
-                idx = torch.as_tensor(view["features"])
-                flat = x.flatten(1)
-                if view["mode"] == "columns":
-                    xin = flat[:, idx]
-                else:
-                    mask = torch.zeros(flat.shape[1], dtype=x.dtype)
-                    mask[idx] = 1
-                    xin = (flat * mask).view_as(x)
-            probs.append(torch.softmax(member(xin), dim=-1))
-        return torch.stack(probs).mean(0)
-
-
-def load_ensemble(directory="."):
-    directory = Path(directory)
-    manifest = json.loads((directory / "manifest.json").read_text())
-    spec = importlib.util.spec_from_file_location("program", directory / "program.py")
-    program = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(program)
-    members, views = [], []
-    for m in manifest["members"]:
-        model = program.build_model(tuple(m["input_shape"]), manifest["num_classes"])
-        model.load_state_dict(torch.load(directory / m["weights"], weights_only=True))
-        model.eval()
-        members.append(model)
-        views.append(m.get("view"))
-    return Ensemble(members, views).eval()
-'''
-
 
 def deploy_final(loop) -> dict:
     store, evaluator, m = loop.store, loop.evaluator, loop.config.deploy.members
     seed_id, final_id = store.get_state("seed_id"), store.get_state("incumbent")
     y_test = evaluator.data.y_test
-    report = {"members": m, "seed_id": seed_id, "final_id": final_id}
+    done = [c["cycle"] for c in store.cycles() if c["status"] == "done"]
+    report = {"members": m, "seed_id": seed_id, "final_id": final_id, "after_cycle": max(done, default=0)}
     export_dir = loop.run_dir / "export"
     for role, cid in (("final", final_id), ("seed", seed_id)):
         if role == "seed" and seed_id == final_id:
@@ -76,8 +34,9 @@ def deploy_final(loop) -> dict:
         log.info("deploying %s program #%d as a %d-member ensemble…", role, cid, m)
         keep = Path(tempfile.mkdtemp(prefix="ensnas-deploy-"))
         try:
-            result = evaluator.evaluate(row.source, instances=m, seed_base=DEPLOY_SEED_BASE,
-                                        keep_dir=keep if role == "final" else None, save_weights=role == "final")
+            with progress.phase(f"deploy: training the {role} program #{cid} as a {m}-member ensemble"):
+                result = evaluator.evaluate(row.source, instances=m, seed_base=DEPLOY_SEED_BASE,
+                                            keep_dir=keep if role == "final" else None, save_weights=role == "final")
             if not result.ok:
                 report[role] = {"failed": result.reason.value, "detail": result.detail}
                 continue
@@ -85,15 +44,30 @@ def deploy_final(loop) -> dict:
             targets = one_hot(y_test, result.test_probs.shape[-1])
             report[role]["single_model_brier"] = float(brier_per_example(result.test_probs, targets).mean())
             if role == "final":
-                _export(export_dir, row.source, keep / "out", result.seeds, evaluator, result.feature_fraction)
+                _export(export_dir, row.source, keep / "out", result.seeds, evaluator, result.feature_fraction,
+                        result.test_probs.mean(0))
+                report["export_dir"] = export_dir.relative_to(loop.run_dir).as_posix()  # a copy finds its own
         finally:
             shutil.rmtree(keep, ignore_errors=True)
     if "brier" in report.get("final", {}) and "brier" in report.get("seed", {}):
         report["test_brier_gain"] = report["seed"]["brier"] - report["final"]["brier"]
-    report["export_dir"] = export_dir.relative_to(loop.run_dir).as_posix()  # a copied run dir finds its own
+    if seed_id != final_id:
+        report["validation_gain"] = _validation_gain(loop, seed_id, final_id)
     store.set_state("final_report", report)
     (loop.run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _validation_gain(loop, seed_id: int, final_id: int) -> dict:
+    """The acceptance test of the final incumbent against the seed itself (not step by step):
+    the predicted M-ensemble gain on the validation split and its one-sided bounds."""
+    from evaluator.acceptance import acceptance_test
+    seed_val, _ = loop.store.load_predictions(seed_id)
+    final_val, _ = loop.store.load_predictions(final_id)
+    d = acceptance_test(seed_val, final_val, loop.evaluator.data.y_val, loop.config.acceptance,
+                        noise_variance=loop.store.get_state("noise_variance"))
+    return {k: getattr(d, k) for k in ("predicted_improvement", "lower_bound", "upper_bound", "alpha", "members",
+                                       "accept")}
 
 
 def export_path(run_dir: Path, report: dict) -> Path:
@@ -103,12 +77,15 @@ def export_path(run_dir: Path, report: dict) -> Path:
     return Path(run_dir) / (stored if not stored.is_absolute() and ".." not in stored.parts else "export")
 
 
-def _export(export_dir: Path, source: str, out: Path, seeds: list[int], evaluator, fraction: float) -> None:
+def _export(export_dir: Path, source: str, out: Path, seeds: list[int], evaluator, fraction: float,
+            test_probs: np.ndarray) -> None:
     tmp = export_dir.with_name(export_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     (tmp / "program.py").write_text(source)
-    (tmp / "load.py").write_text(LOADER)
+    # plain-PyTorch loader and the task's preprocessing, copied as files (the export needs no ensnas)
+    shutil.copy(Path(export_load.__file__), tmp / "load.py")
+    shutil.copy(Path(preprocessing.__file__), tmp / "preprocess.py")
     shape = tuple(evaluator.data.input_shape)
     members = []
     for seed in seeds:
@@ -118,7 +95,12 @@ def _export(export_dir: Path, source: str, out: Path, seeds: list[int], evaluato
         members.append({"seed": seed, "weights": f"member_{seed}.pt", "view": view,
                         "input_shape": [len(keep)] if view and view["mode"] == "columns" else list(shape)})
     manifest = {"task": evaluator.task.name, "input_shape": list(shape), "num_classes": evaluator.data.num_classes,
-                "members": members, "combine": "mean of softmax probabilities"}
+                "members": members, "combine": "mean of softmax probabilities",
+                "preprocessing": evaluator.data.preprocessing,
+                "test_probabilities": "test_probabilities.npy: this ensemble's probabilities on the task's test "
+                                      "split, as the run scored them"}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    # what the run itself scored on the task's test split, to check a load against
+    np.save(tmp / "test_probabilities.npy", np.asarray(test_probs, np.float32))
     shutil.rmtree(export_dir, ignore_errors=True)
     tmp.rename(export_dir)

@@ -7,20 +7,30 @@ only what was in flight, decides only what was undecided, and never proposes a c
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 
+from agent import progress, run_state, summary
 from agent.config import RunConfig
-from agent.delta import unified_diff
 from agent.gate import Gate
+from agent.generators.pin import describe, pin_new_run
+from agent.population.budgets import Spent, evaluations_left, exhausted
+from agent.population.engine import Population
+from agent.population.judge import GateJudge
+from agent.population.plan import arms_for
 from agent.prefilter import Prefilter
-from agent.proposers.base import LoopResources, ProgramRecord, ProposalContext, make_proposer
+from agent.proposers.base import LoopResources, ProgramRecord, make_proposer
+from agent.proposing import propose_cycle
+from agent.report import refresh_report
 from agent.run_lock import RunLock
-from agent.store import CandidateRow, RunDirError, RunStore
+from agent.store import CandidateRow, RunDirError, RunStore, run_dir_state
 from evaluator.evaluate import Evaluation, Evaluator
 from evaluator.failures import ConfigError
 from evaluator.statistics import predicted_from_dict
@@ -33,10 +43,15 @@ log = logging.getLogger("ensnas")
 RHO_S_WARN = 0.8
 
 
+# Settings whose default changed after runs were made: a saved config without the key keeps the old behaviour.
+LEGACY_DEFAULTS = {"pipeline": "off", "population": {"enabled": False}}
+
+
 def record(row: CandidateRow) -> ProgramRecord:
     return ProgramRecord(id=row.id, source=row.source or "", status=row.status, reason=row.reason or "",
                          parent_id=row.parent_id, proposer=row.proposer, statistics=row.statistics,
-                         decision=row.decision, diff=row.diff or "")
+                         decision=row.decision, diff=row.diff or "", param_count=row.param_count,
+                         latency=row.latency)
 
 
 def predicted(row: CandidateRow, members: int) -> float:
@@ -61,15 +76,19 @@ class SearchLoop:
             saved = self.store.get_meta("config")
             if saved is None:
                 raise RunDirError(f"{self.run_dir} has no saved config; it was never started")
-            self.config = RunConfig.model_validate(saved)
+            self.config = RunConfig.model_validate({**LEGACY_DEFAULTS, **saved})
         else:
-            if (self.run_dir / "run.sqlite").exists():
+            if run_dir_state(self.run_dir) in ("started", "foreign"):  # "incomplete": killed while created
                 raise RunDirError(f"{self.run_dir} already holds a run; use `ensnas resume {self.run_dir}`")
-            self.config = config or RunConfig()
+            # the generator's model is saved explicit, so a resume cannot drift to a newer default
+            self.config, generator = pin_new_run(config or RunConfig())
             self.store = RunStore(self.run_dir, create=True)
             self.store.set_meta("config", self.config.model_dump(mode="json"))
-            self.store.set_meta("versions", _versions())
+            self.store.set_meta("versions", {**_versions(), "generator": describe(generator and generator["current"])})
+            if generator:
+                self.store.set_meta("generator", generator)
         c = self.config
+        run_state.mark_running(self.store, self.lock.holder)
         self.task: TaskConfig = get_task(c.task, data_path=c.data_path)
         self.members = c.acceptance.members
         backend = resolve_sandbox_name(sandbox_name or c.sandbox.backend)
@@ -80,7 +99,7 @@ class SearchLoop:
         self.evaluator = Evaluator(task=self.task, sandbox=sandbox, limits=limits, threads=c.sandbox.threads,
                                    warm_start=c.sandbox.workers if c.sandbox.warm_start else 0)
         self.gate = Gate(store=self.store, evaluator=self.evaluator, config=c.acceptance,
-                         workers=c.sandbox.workers, timer=self._time)
+                         workers=c.sandbox.workers, timer=self.time_spent)
         self.prefilter = Prefilter(config=c.prefilter, novelty=c.novelty)
         for row in self.store.candidates():
             if row.source and row.status not in ("filtered", "proposal_failed"):
@@ -98,21 +117,48 @@ class SearchLoop:
             self.proposers.append((spec, proposer))
         self.progress = progress
         self.timings: dict[str, float] = self.store.get_state("timings", {}) or {}
+        self._timing_lock = threading.Lock()
+        # proposals for cycle n see the decisions of cycles <= n - lag; lag 2 lets cycle n+1 be written
+        # while cycle n trains, and the same lag without the overlap gives the same decisions
+        self.lag = 1 if c.pipeline == "off" else 2
+        self.population = (Population(store=self.store, config=c.population, members=self.members, seed=c.seed)
+                           if c.population.enabled else None)
+        self.arms = arms_for([spec.name for spec in c.proposers], _llm_operators(c))
+        self._session_start = time.time()
+        self._wall_before = float(self.store.get_state("spent_wall_s", 0.0) or 0.0)
 
     # ----------------------------------------------------------------------------------
     def run(self) -> dict:
         self.evaluator.prewarm()
+        ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ensnas-propose") \
+            if self.config.pipeline == "overlapped" else None
         try:
             self._ensure_seed()
+            self.store.set_state("stopped", None)
             for cycle in range(1, self.config.cycles + 1):
                 if self.store.cycle_status(cycle) == "done":
                     continue
-                self._run_cycle(cycle)
+                reason = self._budget_reason(cycle)
+                if reason:
+                    log.info("stopping before cycle %d: %s (resume with a larger budget to continue)", cycle, reason)
+                    self.store.set_state("stopped", {"before_cycle": cycle, "reason": reason})
+                    break
+                self._run_cycle(cycle, ahead)
+            self.store.set_state("spent_wall_s", self.spent().wall_s)
             report = self.store.get_state("final_report")
-            if report is None and self.config.deploy.export:
+            last = max((c["cycle"] for c in self.store.cycles() if c["status"] == "done"), default=0)
+            if (report is None or report.get("after_cycle", last) < last) and self.config.deploy.export:
                 from agent.deploy import deploy_final
+                run_state.set_phase(self.store, "deploying")
                 report = deploy_final(self)
+            run_state.mark_done(self.store, "finished")
+        except BaseException as exc:
+            run_state.mark_done(self.store, "stopped", "interrupted" if isinstance(exc, KeyboardInterrupt)
+                                else f"{type(exc).__name__}: {exc}")
+            raise
         finally:
+            if ahead is not None:
+                ahead.shutdown(wait=True)
             self.close()
         return report or {}
 
@@ -120,14 +166,27 @@ class SearchLoop:
         self.evaluator.close()  # no warm sandbox outlives the run
         try:
             if self.lock.held:
+                run_state.mark_closed(self.store)
                 self.store.checkpoint()  # readers of a finished run then open it without a WAL
         except RunDirError as exc:
             log.debug("WAL checkpoint skipped: %s", exc)
         finally:
             self.lock.release()
 
-    def _time(self, key: str, seconds: float) -> None:
-        self.timings[key] = self.timings.get(key, 0.0) + seconds
+    def time_spent(self, key: str, seconds: float) -> None:
+        with self._timing_lock:
+            self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+    def spent(self) -> Spent:
+        """Budget use so far: run time summed over sessions, candidate evaluations, generator tokens."""
+        rows = self.store.candidates()
+        return Spent(wall_s=self._wall_before + time.time() - self._session_start,
+                     evaluations=sum(r.evaluations for r in rows if r.cycle > 0),
+                     tokens=sum(_tokens(r.meta) for r in rows))
+
+    def planned_evaluations(self) -> int:
+        """Evaluations done or committed to: candidates past the pre-filter (independent of timing)."""
+        return sum(1 for r in self.store.candidates() if r.cycle > 0 and r.status not in ("filtered", "proposal_failed"))
 
     # -- the seed program, evaluated once with enough instances for a pooled noise estimate
     def _ensure_seed(self) -> None:
@@ -144,7 +203,9 @@ class SearchLoop:
         k = max(2, self.config.noise_instances)
         if seed_row.status == "pending":
             log.info("evaluating the seed program (%d instances)…", k)
-            result = self._evaluate(seed_row.id, seed_row.source, instances=k)
+            run_state.set_phase(self.store, "seed")
+            with progress.phase(f"seed program: training {k} instances in the sandbox"):
+                result = self._evaluate(seed_row.id, seed_row.source, instances=k)
             if not result.ok:
                 raise ConfigError(f"the task's seed program fails: {result.reason.value}: {result.detail}")
         seed_row = self.store.candidate(seed_row.id)
@@ -156,6 +217,8 @@ class SearchLoop:
             self.store.set_state("incumbent", seed_row.id, db)
             self.store.set_state("seed_id", seed_row.id, db)
             prior = self.gate.set_prior(db, seed_row.id)
+            if self.population is not None:
+                self.population.add_seed(db, seed_row.id)
             self.prefilter.archive(seed_row.id, seed_row.source)
         log.info("seed: E_a %.4f, D̂ %.4f, predicted %d-ensemble Brier %.4f, seed-noise prior %s",
                  stats["member_error"], stats["diversity"], self.members,
@@ -163,63 +226,43 @@ class SearchLoop:
                  f"{prior.var_pair:.2e} ({prior.df:g} df)" if prior is not None else "off")
 
     # -- one cycle ------------------------------------------------------------------------
-    def _run_cycle(self, cycle: int) -> None:
+    def _run_cycle(self, cycle: int, ahead: ThreadPoolExecutor | None = None) -> None:
         if self.store.cycle_status(cycle) in (None, "proposing"):
+            run_state.set_phase(self.store, "proposing", cycle)
             self._propose(cycle)
         pending = self.store.candidates(cycle=cycle, status="pending")
+        following = None
+        if self._propose_next(cycle):
+            if ahead is not None:   # overlapped: the generator writes cycle n+1 while cycle n trains
+                following = ahead.submit(self._propose, cycle + 1)
+            else:                   # lagged: the same proposals, one after the other
+                self._propose(cycle + 1)
         if pending:
             self._evaluate_all(pending, cycle)
+        if following is not None:
+            following.result()
         self._decide(cycle)
         self._finish_cycle(cycle)
 
-    def _context(self, cycle: int) -> ProposalContext:
-        incumbent = self.store.candidate(self.store.get_state("incumbent"))
-        recent = [record(r) for r in self.store.candidates(order="recent")[: max(self.config.history, 32)]]
-        elite_rows = sorted((r for r in self.store.candidates(status=("accepted", "seed", "rejected"))
-                             if r.statistics), key=lambda r: predicted(r, self.members))[: self.config.elites]
-        return ProposalContext(task=self.task, incumbent=record(incumbent), history=recent,
-                               elites=[record(r) for r in elite_rows], cycle=cycle,
-                               rng=np.random.default_rng([self.config.seed, cycle]), members=self.members)
+    def _budget_reason(self, cycle: int) -> str | None:
+        """Why the run stops before `cycle`, if it does. A cycle proposed ahead has spent its tokens
+        already; evaluating it is what remains, so only wall time and evaluations can stop it."""
+        spent = self.spent()
+        if self.store.cycle_status(cycle) not in (None, "proposing"):
+            spent = dataclasses.replace(spent, tokens=0)
+        return exhausted(self.config.budget, spent)
+
+    def _propose_next(self, cycle: int) -> bool:
+        nxt = cycle + 1
+        if self.lag < 2 or nxt > self.config.cycles or self.store.cycle_status(nxt) not in (None, "proposing"):
+            return False
+        if exhausted(self.config.budget, self.spent()):
+            return False
+        left = evaluations_left(self.config.budget, Spent(evaluations=self.planned_evaluations()))
+        return left is None or left > 0
 
     def _propose(self, cycle: int) -> None:
-        with self.store.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO cycles(cycle, status, started, incumbent_before) VALUES(?,?,?,?)",
-                       (cycle, "proposing", time.time(), self.store.get_state("incumbent")))
-        ctx = self._context(cycle)
-        proposals = []
-        for spec, proposer in self.proposers:
-            start = time.perf_counter()
-            for cand in proposer.propose(ctx, spec.candidates):
-                proposals.append(cand)
-            self._time("proposal", time.perf_counter() - start)
-        start = time.perf_counter()
-        parents = {r.id: r.source for r in ctx.history}
-        parents[ctx.incumbent.id] = ctx.incumbent.source
-        with self.store.transaction() as db:
-            for cand in proposals:
-                parent_src = parents.get(cand.parent_id)
-                if parent_src is None and cand.parent_id is not None:
-                    parent_src = self.store.candidate(cand.parent_id).source or ""
-                diff = unified_diff(parent_src or "", cand.source or "", parent_name=f"#{cand.parent_id}",
-                                    child_name="candidate")
-                if cand.failure or not cand.source:
-                    self.store.insert_candidate(db, cycle=cycle, proposer=cand.proposer, parent_id=cand.parent_id,
-                                                source=cand.source or None, diff=diff, status="proposal_failed",
-                                                reason=cand.failure or "empty", detail=cand.failure_detail, meta=cand.meta)
-                    continue
-                verdict = self.prefilter.check(cand.source)
-                status = "pending" if verdict.passed else "filtered"
-                meta = dict(cand.meta, novelty={"similarity": verdict.similarity, "nearest": verdict.nearest_id})
-                cid = self.store.insert_candidate(db, cycle=cycle, proposer=cand.proposer, parent_id=cand.parent_id,
-                                                  source=cand.source, diff=diff, status=status,
-                                                  reason=verdict.reason.value if verdict.reason else None,
-                                                  detail=verdict.detail, meta=meta)
-                if verdict.passed:
-                    self.prefilter.archive(cid, cand.source)  # later proposals in this cycle see it
-            db.execute("UPDATE cycles SET status = 'evaluating' WHERE cycle = ?", (cycle,))
-        self._time("store", time.perf_counter() - start)
-        log.info("cycle %d: %d proposals, %d passed the pre-filter", cycle, len(proposals),
-                 len(self.store.candidates(cycle=cycle, status="pending")))
+        propose_cycle(self, cycle)   # agent/proposing.py
 
     def _evaluate(self, cand_id: int, source: str, instances: int = 2) -> Evaluation:
         result = self.evaluator.evaluate(source, instances=instances)
@@ -229,28 +272,38 @@ class SearchLoop:
             statistics=result.statistics.as_dict() if result.statistics else None, param_count=result.param_count,
             seconds=result.wall_seconds, val=result.val_probs, test=result.test_probs, latency=result.latency_ms,
             seeds=result.seeds)
-        self._time("store", time.perf_counter() - start)
-        self._time("sandbox", result.sandbox_seconds - sum(result.train_seconds))
-        self._time("training", sum(result.train_seconds))
+        self.time_spent("store", time.perf_counter() - start)
+        self.time_spent("sandbox", result.sandbox_seconds - sum(result.train_seconds))
+        self.time_spent("training", sum(result.train_seconds))
         return result
 
     def _evaluate_all(self, pending: list[CandidateRow], cycle: int) -> None:
-        bar = _progress(len(pending), f"cycle {cycle} evaluating", self.progress)
-        with ThreadPoolExecutor(max_workers=self.config.sandbox.workers) as pool:
+        run_state.set_phase(self.store, "evaluating", cycle)
+        with progress.phase(f"cycle {cycle}: evaluating in the sandbox", total=len(pending)) as bar, \
+                ThreadPoolExecutor(max_workers=self.config.sandbox.workers) as pool:
             futures = {pool.submit(self._evaluate, row.id, row.source): row for row in pending}
             for future in as_completed(futures):
                 row, result = futures[future], future.result()
-                bar.update(1)
+                bar.advance()
                 log.debug("candidate %d: %s", row.id, "ok" if result.ok else result.reason.value)
-        bar.close()
 
     def _decide(self, cycle: int) -> None:
         """The gate, candidate by candidate in id order; each decision commits with its statistics
-        (recomputed over any instances the gate trained) and the new incumbent."""
+        (recomputed over any instances the gate trained) and the new incumbent. The population search
+        asks the same gate (agent.population.judge) and places each candidate on its island."""
+        run_state.set_phase(self.store, "deciding", cycle)
         if self.store.get_state("noise_prior", "absent") == "absent":  # a run from before the prior
             with self.store.transaction() as db:
                 self.gate.set_prior(db, self.store.get_state("seed_id"))
-        for row in self.store.candidates(cycle=cycle, status="evaluated"):
+        if self.population is not None:
+            summary = self.population.decide(cycle, GateJudge(self.gate))
+            for row in self.store.candidates(cycle=cycle, status=("accepted", "rejected")):
+                log.info("  #%d (%s): %s", row.id, row.arm or row.proposer, row.reason)
+            log.info("cycle %d: %d entered; archives %s; incumbent #%d%s", cycle, summary["entered"],
+                     summary["archive_sizes"], summary["incumbent"],
+                     "".join(f"; #{m['candidate']} {m['from']}→{m['to']} {'entered' if m['entered'] else 'dominated'}"
+                             for m in summary["migrations"]))
+        for row in ([] if self.population is not None else self.store.candidates(cycle=cycle, status="evaluated")):
             incumbent_id = self.store.get_state("incumbent")
             info = self.gate.decide(row.id, incumbent_id)
             with self.store.transaction() as db:
@@ -268,18 +321,25 @@ class SearchLoop:
                     proposer.observe(None, record(row))
 
     def _finish_cycle(self, cycle: int) -> None:
-        diagnostic = proxy_diagnostic(self.store.candidates(cycle=cycle))
-        if diagnostic.get("rho_s") is not None and diagnostic["rho_s"] < RHO_S_WARN:
-            log.warning("cycle %d: proxy ranking unreliable (predicted Spearman %.2f, SNR %.2f): candidates differ "
-                        "less than two instances of one program do", cycle, diagnostic["rho_s"], diagnostic["snr"])
+        rows = self.store.candidates(cycle=cycle)
+        for line in summary.cycle_lines(cycle, rows):
+            log.info(line)
+        diagnostic = proxy_diagnostic(rows)
+        if self.population is not None:
+            diagnostic["population"] = self.store.get_state(f"population:cycle:{cycle}")
+        note = summary.proxy_note(cycle, diagnostic, rows, RHO_S_WARN)
+        if note:
+            log.warning(note)
         self._maybe_ce_update(cycle)
         with self.store.transaction() as db:
             for spec, proposer in self.proposers:
                 self.store.set_state(f"proposer:{spec.name}", proposer.state_dict(), db)
             self.store.set_state("timings", self.timings, db)
+            self.store.set_state("spent_wall_s", self.spent().wall_s, db)
             db.execute("UPDATE cycles SET status = 'done', finished = ?, incumbent_after = ?, diagnostic = ?"
                        " WHERE cycle = ?", (time.time(), self.store.get_state("incumbent"),
-                                            __import__("json").dumps(diagnostic), cycle))
+                                            json.dumps(diagnostic), cycle))
+        refresh_report(self.store)  # RUN/report.html, for watching a long run; logs, never raises
 
     def _maybe_ce_update(self, cycle: int) -> None:
         ce = self.config.ce_update
@@ -289,15 +349,29 @@ class SearchLoop:
         if any(a["cycle"] == cycle for a in self.store.adapters()):
             return
         from agent.ce_update import fine_tune_on_elites
+        run_state.set_phase(self.store, "ce_update", cycle)
         start = time.perf_counter()
-        path = fine_tune_on_elites(self, cycle)
-        self._time("ce_update", time.perf_counter() - start)
+        with progress.phase(f"cycle {cycle}: CE update (LoRA fine-tune of the generator)"):
+            path = fine_tune_on_elites(self, cycle)
+        self.time_spent("ce_update", time.perf_counter() - start)
         if path is not None:
             self.resources.adapter_path = str(path)
 
 
+def _llm_operators(config: RunConfig) -> list[str]:
+    """The LLM's bandit arms: the configured operators, plus one per operator hint it was given."""
+    hints = [len(((spec.options.get("config") or {}).get("hints") or [])) for spec in config.proposers
+             if spec.name == "llm"]
+    return list(config.population.llm_operators) + [f"hint:{i}" for i in range(max(hints, default=0))]
+
+
+def _tokens(meta: dict) -> int:
+    """Generator tokens a proposal used (prompt + completion, every repair turn), from its meta."""
+    return int(meta.get("tokens") or 0) + int(meta.get("prompt_tokens") or 0)
+
+
 def proxy_diagnostic(rows: list[CandidateRow]) -> dict:
-    """THEORY.md T6.6 per cycle: σ²_arch from the spread of the candidates' scores, σ²_noise from
+    """docs/theory.md T6.6 per cycle: σ²_arch from the spread of the candidates' scores, σ²_noise from
     each candidate's two instances; SNR and the predicted rank correlation of proxy vs truth."""
     stats = [r.statistics for r in rows if r.statistics]
     if len(stats) < 2:
@@ -309,17 +383,6 @@ def proxy_diagnostic(rows: list[CandidateRow]) -> dict:
     snr = arch / noise if noise > 0 else float("inf")
     return {"candidates": len(stats), "var_arch": arch, "var_noise": noise, "snr": snr,
             "rho_s": float(predicted_rank_correlation(arch, noise)) if noise > 0 else 1.0}
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    try:
-        from tqdm import tqdm
-        return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
-    except ImportError:  # pragma: no cover
-        class _Null:
-            def update(self, n): ...
-            def close(self): ...
-        return _Null()
 
 
 def _versions() -> dict:

@@ -1,4 +1,4 @@
-"""MinHash-Jaccard novelty filter (THEORY.md T6.5): zero model calls, checked before evaluation.
+"""MinHash-Jaccard novelty filter (docs/theory.md T6.5): zero model calls, checked before evaluation.
 
 Programs are compared as sets of token shingles (Python tokens, comments and whitespace
 dropped, so reformatting does not make a program "new"). Locality-sensitive hashing finds

@@ -98,6 +98,32 @@ def check_run_dir(run_dir: Path, *, create: bool) -> None:
         raise RunDirError(f"{run_dir} is not an ensnas run directory ({what})")
 
 
+def run_dir_state(run_dir: Path) -> str:
+    """What a directory holds, read without changing anything: "absent" (no run.sqlite),
+    "incomplete" (a run killed while its database was being created: `ensnas run` may start it
+    again), "started" (a run with its config: `ensnas resume` it) or "foreign" (another database)."""
+    db = Path(run_dir) / DB_NAME
+    if not db.exists():
+        return "absent"
+    if db.stat().st_size == 0:
+        return "incomplete"
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "meta" not in tables:
+                return "incomplete" if not tables - set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA)) \
+                    else "foreign"
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return "foreign"
+    if meta.get("format", FORMAT) != FORMAT:
+        return "foreign"
+    return "started" if "config" in meta else "incomplete"
+
+
 def _mapped(exc: sqlite3.DatabaseError, path: Path) -> RunDirError:
     """One typed error, with the path and what to do, for whatever SQLite raised at any query."""
     text = str(exc)
@@ -118,63 +144,56 @@ def _mapped(exc: sqlite3.DatabaseError, path: Path) -> RunDirError:
 
 
 class _Cursor:
-    """A cursor whose every fetch maps SQLite errors to RunDirError (corruption is often only
-    found while stepping through rows, not at execute time)."""
+    """A statement's result, fetched in full while the store's lock was held (so another thread's
+    open transaction on the shared connection is never read half-done); SQLite errors found while
+    stepping through rows are mapped to RunDirError like any other."""
 
     def __init__(self, cursor: sqlite3.Cursor, path: Path) -> None:
-        self._cursor, self._path = cursor, path
-
-    def _call(self, fn, *args):
         try:
-            return fn(*args)
+            self._rows = cursor.fetchall()
         except sqlite3.DatabaseError as exc:
-            raise _mapped(exc, self._path) from exc
+            raise _mapped(exc, path) from exc
+        self.description, self.lastrowid, self.rowcount = cursor.description, cursor.lastrowid, cursor.rowcount
 
     def fetchone(self):
-        return self._call(self._cursor.fetchone)
+        return self._rows.pop(0) if self._rows else None
 
     def fetchall(self):
-        return self._call(self._cursor.fetchall)
+        rows, self._rows = self._rows, []
+        return rows
 
     def __iter__(self):
         return iter(self.fetchall())
 
-    @property
-    def description(self):
-        return self._cursor.description
-
-    @property
-    def lastrowid(self):
-        return self._cursor.lastrowid
-
-    @property
-    def rowcount(self):
-        return self._cursor.rowcount
-
 
 class _Connection:
-    """The store's SQLite connection: the same calls, every error a RunDirError naming the file."""
+    """The store's SQLite connection, shared by the loop's threads: every statement runs and is
+    fetched under the store's lock, which a transaction holds from BEGIN to COMMIT; every error
+    is a RunDirError naming the file."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
-        self._db, self.path = db, path
+    def __init__(self, db: sqlite3.Connection, path: Path, lock: threading.RLock) -> None:
+        self._db, self.path, self._lock = db, path, lock
 
     def execute(self, sql: str, args=()) -> _Cursor:
-        try:
-            return _Cursor(self._db.execute(sql, args), self.path)
-        except sqlite3.DatabaseError as exc:
-            raise _mapped(exc, self.path) from exc
+        with self._lock:
+            try:
+                return _Cursor(self._db.execute(sql, args), self.path)
+            except sqlite3.DatabaseError as exc:
+                raise _mapped(exc, self.path) from exc
 
     def executemany(self, sql: str, rows) -> _Cursor:
-        try:
-            return _Cursor(self._db.executemany(sql, rows), self.path)
-        except sqlite3.DatabaseError as exc:
-            raise _mapped(exc, self.path) from exc
+        with self._lock:
+            try:
+                return _Cursor(self._db.executemany(sql, rows), self.path)
+            except sqlite3.DatabaseError as exc:
+                raise _mapped(exc, self.path) from exc
 
     def executescript(self, script: str) -> None:
-        try:
-            self._db.executescript(script)
-        except sqlite3.DatabaseError as exc:
-            raise _mapped(exc, self.path) from exc
+        with self._lock:
+            try:
+                self._db.executescript(script)
+            except sqlite3.DatabaseError as exc:
+                raise _mapped(exc, self.path) from exc
 
     def close(self) -> None:
         self._db.close()
@@ -204,7 +223,7 @@ class RunStore:
         self._reader = None
         check_run_dir(self.dir, create=create)
         if create:
-            self.artifacts.mkdir(parents=True, exist_ok=True)
+            self.dir.mkdir(parents=True, exist_ok=True)   # run.sqlite first: a kill then leaves an "incomplete" run
         elif db.stat().st_size == 0:
             raise RunDirError(f"{db} is empty (the run was killed before its first commit, or the file was "
                               f"truncated); start a new run")
@@ -212,12 +231,13 @@ class RunStore:
         self._artifact_lock = threading.Lock()
         try:
             if self.read_only:
-                self.db = _Connection(self._connect_read_only(db), db)
+                self.db = _Connection(self._connect_read_only(db), db, self._lock)
             else:
                 self.db = _Connection(sqlite3.connect(db, isolation_level=None, check_same_thread=False,
-                                                      timeout=30), db)
+                                                      timeout=30), db, self._lock)
             if create:
                 self.db.execute("PRAGMA journal_mode=WAL")
+                self.artifacts.mkdir(exist_ok=True)
                 self.db.executescript(SCHEMA)
                 self._add_columns()
                 with self.transaction():
@@ -482,6 +502,8 @@ class RunStore:
     def archive(self, *, island: int | None = None, at_cycle: int | None = None) -> list[dict]:
         """Archive membership rows; with at_cycle, the members present at the end of that cycle,
         otherwise the current members. Ordered by island, then candidate id."""
+        if not self._has_table("archive"):  # a run from before the population, read read-only
+            return []
         sql, args = "SELECT island, candidate_id, entered_cycle, origin, left_cycle, left_reason FROM archive WHERE", []
         if at_cycle is None:
             sql += " left_cycle IS NULL"
@@ -494,7 +516,12 @@ class RunStore:
         return [dict(island=r[0], candidate_id=r[1], entered_cycle=r[2], origin=r[3], left_cycle=r[4], left_reason=r[5])
                 for r in self.db.execute(sql + " ORDER BY island, candidate_id", args)]
 
+    def _has_table(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
     def archive_history(self) -> list[dict]:
+        if not self._has_table("archive"):
+            return []
         return [dict(island=r[0], candidate_id=r[1], entered_cycle=r[2], origin=r[3], left_cycle=r[4], left_reason=r[5])
                 for r in self.db.execute("SELECT island, candidate_id, entered_cycle, origin, left_cycle, left_reason"
                                          " FROM archive ORDER BY entered_cycle, island, candidate_id")]
@@ -508,5 +535,7 @@ class RunStore:
                        (cycle, arm, int(n), st.get("pulls"), st.get("reward")))
 
     def allocations(self) -> list[dict]:
+        if not self._has_table("bandit"):
+            return []
         return [dict(cycle=r[0], arm=r[1], allocated=r[2], pulls=r[3], reward=r[4])
                 for r in self.db.execute("SELECT cycle, arm, allocated, pulls, reward FROM bandit ORDER BY cycle, rowid")]

@@ -152,7 +152,7 @@ def write_html(ps: list[Panel], path: Path, meta: dict | None = None) -> Path:
 <style>body{{font-family:sans-serif;margin:16px}} .panel{{margin:6px;background:#fff}}
 .legend span{{cursor:pointer;margin-right:14px;user-select:none}} .legend span.off{{opacity:.3}}
 #tip{{position:absolute;display:none;background:#ffe;border:1px solid #999;padding:3px 6px;font-size:12px;pointer-events:none}}</style>
-</head><body><h2>Measured M-ensemble error vs the fitted closed form (THEORY.md T3)</h2>
+</head><body><h2>Measured M-ensemble error vs the fitted closed form (docs/theory.md T3)</h2>
 <p class="legend">Click to hide/show: {legend}</p><div>{body}</div><div id="tip"></div>
 <p style="font-size:11px;color:#555">Vertical lines: p* of each fitted model. Scale: {info}</p>
 <script>{_SCRIPT}</script></body></html>"""

@@ -1,4 +1,4 @@
-"""Does the 2-instance acceptance test (THEORY.md T2) agree with really trained M = 10 ensembles?
+"""Does the 2-instance acceptance test (docs/theory.md T2) agree with really trained M = 10 ensembles?
 
 For each task a pool of genuinely different architectures (width, depth, dropout, activation,
 feature fraction, convolution) is trained 2 times (the test's instances, seeds 0–1) and 10 more

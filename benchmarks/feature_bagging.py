@@ -1,4 +1,4 @@
-"""Benchmark: closed-form feature bagging (THEORY.md T3) against the measured U-curve on real
+"""Benchmark: closed-form feature bagging (docs/theory.md T3) against the measured U-curve on real
 tabular data (Adult income, MovieLens-100K clicks).
 
 For each task:

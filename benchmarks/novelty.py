@@ -1,4 +1,4 @@
-"""The MinHash-Jaccard novelty filter on vs off (THEORY.md T6.5): the same search twice.
+"""The MinHash-Jaccard novelty filter on vs off (docs/theory.md T6.5): the same search twice.
 
 Reports, per setting: proposals, evaluations run, duplicates dropped before evaluation,
 mean pairwise Jaccard (exact, token 5-shingles) of the evaluated programs, sandbox seconds,

@@ -1,4 +1,4 @@
-"""RACHEL vs an AdaNet-style baseline vs a random-controller ablation (issue 8, THEORY.md T5).
+"""RACHEL vs an AdaNet-style baseline vs a random-controller ablation (issue 8, docs/theory.md T5).
 
 On each task and seed, the three grow-an-ensemble strategies train the same number of candidate
 subnetworks (iterations x 4) under the same proxy budget; the search sees validation labels

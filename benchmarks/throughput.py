@@ -24,7 +24,7 @@ from benchmarks._common import print_table, write_result  # noqa: E402
 def cycle_rates(store) -> list[dict]:
     """Per cycle and proposer: proposals, valid (evaluated without failure) and elite (accepted, or
     point estimate better than the incumbent) rates, and which adapter version generated them —
-    the CE update as observed (THEORY.md T6.2–T6.3), not assumed."""
+    the CE update as observed (docs/theory.md T6.2–T6.3), not assumed."""
     adapters = store.adapters()
     out = []
     for c in store.cycles():

@@ -1,4 +1,4 @@
-"""The ensemble acceptance test (THEORY.md T2) with a confidence bound.
+"""The ensemble acceptance test (docs/theory.md T2) with a confidence bound.
 
 The point test says the candidate a′ replaces the baseline a when the predicted M-member
 ensemble error drops: Δ = E_a − E_a′ > ((M−1)/M)(D_a − D_a′). Estimates come from two

@@ -29,6 +29,8 @@ class Splits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    # how raw inputs became x_* (evaluator/preprocessing.py); an export's predict(raw) applies it
+    preprocessing: dict | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -83,21 +85,27 @@ def load_fashion_mnist(path: str | None, *, split_seed: int, val_fraction: float
     mean, std = 0.2860, 0.3530  # Fashion-MNIST train statistics
     x, xt = (x - mean) / std, (xt - mean) / std
     xtr, ytr, xv, yv = _split_off(x, y, val_fraction, split_seed)
-    return Splits(xtr[:, None], ytr, xv[:, None], yv, xt[:, None], yt)
+    spec = {"kind": "array", "input": "uint8 images [n, 28, 28] (0..255, the IDX layout)", "scale": 1 / 255.0,
+            "mean": mean, "std": std, "shape": [1, 28, 28]}
+    return Splits(xtr[:, None], ytr, xv[:, None], yv, xt[:, None], yt, spec)
 
 
 def load_digits(path: str | None, *, split_seed: int, val_fraction: float) -> Splits:
     """sklearn's 8x8 digits (1797 images), or a user .npz with arrays `x` and `y`."""
     if path:
         x, y = _load_xy_npz(path)
+        spec = {"kind": "array", "input": f"array x of an .npz like {Path(path).name}, as stored",
+                "shape": list(x.shape[1:])}
     else:
         from sklearn.datasets import load_digits as sk_digits
         bunch = sk_digits()
         x, y = bunch.images.astype(np.float32) / 16.0, bunch.target.astype(np.int64)
         x = x[:, None]
+        spec = {"kind": "array", "input": "sklearn.datasets.load_digits().images: [n, 8, 8] counts 0..16",
+                "scale": 1 / 16.0, "shape": [1, 8, 8]}
     xr, yr, xt, yt = _split_off(x, y, 0.25, split_seed + 1)
     xtr, ytr, xv, yv = _split_off(xr, yr, val_fraction, split_seed)
-    return Splits(xtr, ytr, xv, yv, xt, yt)
+    return Splits(xtr, ytr, xv, yv, xt, yt, spec)
 
 
 def load_mnist1d(path: str | None, *, split_seed: int, val_fraction: float) -> Splits:
@@ -119,7 +127,8 @@ def load_mnist1d(path: str | None, *, split_seed: int, val_fraction: float) -> S
     except KeyError as exc:
         raise ConfigError(f"MNIST-1D data lacks key {exc}") from exc
     xtr, ytr, xv, yv = _split_off(x, y, val_fraction, split_seed)
-    return Splits(xtr[:, None], ytr, xv[:, None], yv, xt[:, None], yt)
+    spec = {"kind": "array", "input": f"MNIST-1D signals x: [n, {x.shape[1]}] floats", "shape": [1, x.shape[1]]}
+    return Splits(xtr[:, None], ytr, xv[:, None], yv, xt[:, None], yt, spec)
 
 
 def _load_xy_npz(path: str) -> tuple[np.ndarray, np.ndarray]:

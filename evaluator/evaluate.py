@@ -1,6 +1,7 @@
 """Host side of one evaluation: prepare a work dir, run the worker in a sandbox, score the result."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -105,19 +106,31 @@ class Evaluator:
     def _run(self, source: str, seeds: list[int], **flags) -> tuple[Path, SandboxRun]:
         """Write the job into a warm sandbox's work dir (or a new one) and run it to the end.
         The caller owns the returned work dir."""
-        taken = self.warm_pool.take() if self.warm_pool else None
+        limits = self._limits_for(len(seeds), flags.get("save_weights", False))
+        taken = self.warm_pool.take() if self.warm_pool and limits == self.limits else None
         work, launched = taken or (self._new_work_dir("ensnas-job-"), None)
         try:
             self._write_job(work, source, seeds, **flags)
             if launched is None:
                 launched = self.sandbox.start(SandboxJob(work_dir=work, data_dir=self.data.inputs_dir,
-                                                         limits=self.limits))
+                                                         limits=limits))
             return work, launched.finish()
         except BaseException:
             if launched is not None and launched.alive():
                 launched.cancel()
             shutil.rmtree(work, ignore_errors=True)
             raise
+
+    def _limits_for(self, instances: int, save_weights: bool) -> Limits:
+        """The out/ quota must hold what a legitimate job writes: predictions, and with save_weights a
+        state dict per instance (up to max_params, float64, plus buffers). Raised only when needed
+        (a warm sandbox's quota is fixed at launch, so such a job starts a fresh one)."""
+        n = len(self.data.y_val) + len(self.data.y_test)
+        need = instances * n * self.data.num_classes * 4 + (instances * self.task.max_params * 8 * 1.25
+                                                            if save_weights else 0)
+        need_mb = int(need / 2**20) + 16
+        return self.limits if need_mb <= self.limits.max_out_mb else dataclasses.replace(self.limits,
+                                                                                          max_out_mb=need_mb)
 
     def _new_work_dir(self, prefix: str) -> Path:
         work = Path(tempfile.mkdtemp(prefix=prefix, dir=self.work_root))
@@ -140,35 +153,10 @@ class Evaluator:
         os.replace(pending, work / "job.json")
 
     def _interpret(self, work: Path, run: SandboxRun, build_only: bool = False, instances: int = 2) -> Evaluation:
+        result, failed = read_verdict(work, run, self.limits)
+        if failed is not None:
+            return failed
         fail = lambda reason, detail: Evaluation(ok=False, reason=reason, detail=detail, stderr_tail=run.stderr_tail)  # noqa: E731
-        if run.timed_out:
-            return fail(FailureReason.timeout, f"killed after {self.limits.timeout_s:.0f} s")
-        if "out_invalid" in run.notes:  # e.g. a symlink in out/: never read through it
-            return fail(FailureReason.invalid_output, next((n for n in run.notes if n.startswith("out/")), ""))
-        if "output_too_large" in run.notes:  # printed past the cap, a file past its cap, or littered out/
-            detail = next((n for n in run.notes if n.startswith("out/")), "the program's output went past its cap")
-            return fail(FailureReason.output_too_large, detail)
-        result_path = work / "out" / "result.json"
-        try:
-            result = json.loads(result_path.read_text())
-            if not isinstance(result, dict):
-                raise ValueError("not an object")
-        except (OSError, ValueError):
-            if run.out_of_memory:
-                return fail(FailureReason.out_of_memory, f"killed by the {self.limits.memory_mb} MiB memory limit")
-            last = run.stderr_tail.strip().splitlines()[-1:] or [""]
-            return fail(FailureReason.crashed, f"worker exited with code {run.exit_code} without a verdict {last[0][:300]}")
-        if result.get("status") != "ok":
-            try:
-                reason = FailureReason(result.get("reason"))
-            except ValueError:
-                reason = FailureReason.invalid_output
-            if reason in (FailureReason.build_error, FailureReason.forward_error, FailureReason.crashed) and any(
-                    m in str(result.get("detail", "")) for m in ("MemoryError", "can't allocate memory")):
-                reason = FailureReason.out_of_memory  # the address-space limit surfaced as an exception
-            elif "File too large" in str(result.get("detail", "")):
-                reason = FailureReason.output_too_large  # EFBIG: the file-size limit (Python ignores SIGXFSZ)
-            return fail(reason, str(result.get("detail", ""))[:4000])
         if build_only:
             return Evaluation(ok=True, param_count=int(result.get("param_count", 0)), stderr_tail=run.stderr_tail)
         try:
@@ -198,3 +186,40 @@ class Evaluator:
             raise
         except (OSError, KeyError, ValueError, EOFError) as exc:
             raise EvaluationFailed(FailureReason.invalid_output, f"unreadable predictions: {exc}") from exc
+
+
+def read_verdict(work: Path, run: SandboxRun, limits: Limits) -> tuple[dict | None, Evaluation | None]:
+    """The worker's result.json if the run ended with an "ok" verdict, else the typed failure (a
+    timeout, a cap, a crash without a verdict, the worker's own reason). Shared by every job kind."""
+    fail = lambda reason, detail: Evaluation(ok=False, reason=reason, detail=detail, stderr_tail=run.stderr_tail)  # noqa: E731
+    if run.timed_out:
+        return None, fail(FailureReason.timeout, f"killed after {limits.timeout_s:.0f} s")
+    if "out_invalid" in run.notes:  # e.g. a symlink in out/: never read through it
+        return None, fail(FailureReason.invalid_output, next((n for n in run.notes if n.startswith("out/")), ""))
+    if "output_too_large" in run.notes:  # printed past the cap, a file past its cap, or littered out/
+        detail = next((n for n in run.notes if n.startswith(("quota:", "out/"))),
+                      "the program's output went past its cap")
+        return None, fail(FailureReason.output_too_large, detail)
+    result_path = work / "out" / "result.json"
+    try:
+        result = json.loads(result_path.read_text())
+        if not isinstance(result, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError):
+        if run.out_of_memory:
+            return None, fail(FailureReason.out_of_memory, f"killed by the {limits.memory_mb} MiB memory limit")
+        last = run.stderr_tail.strip().splitlines()[-1:] or [""]
+        return None, fail(FailureReason.crashed, f"worker exited with code {run.exit_code} without a verdict {last[0][:300]}")
+    if result.get("status") != "ok":
+        try:
+            reason = FailureReason(result.get("reason"))
+        except ValueError:
+            reason = FailureReason.invalid_output
+        if reason in (FailureReason.build_error, FailureReason.forward_error, FailureReason.crashed) and any(
+                m in str(result.get("detail", "")) for m in ("MemoryError", "can't allocate memory")):
+            reason = FailureReason.out_of_memory  # the address-space limit surfaced as an exception
+        elif "File too large" in str(result.get("detail", "")):
+            reason = FailureReason.output_too_large  # EFBIG: the file-size limit (Python ignores SIGXFSZ)
+        return None, fail(reason, str(result.get("detail", ""))[:4000])
+    return result, None
+

@@ -1,5 +1,5 @@
 """The gain of one architecture's predicted M-ensemble error over another's, paired by seed,
-and its noise (THEORY.md T2b; docs/sequential_acceptance.md).
+and its noise (docs/theory.md T2b; docs/sequential_acceptance.md).
 
 For K instances of one architecture the predicted M-ensemble error (T1) is a U-statistic over
 seeds with the kernel h_ij = ½(e_i + e_j) − ((M−1)/M)·d_ij, e_i an instance's Brier and d_ij =

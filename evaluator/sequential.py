@@ -1,4 +1,4 @@
-"""The sequential acceptance test (THEORY.md T2b; docs/sequential_acceptance.md).
+"""The sequential acceptance test (docs/theory.md T2b; docs/sequential_acceptance.md).
 
 Does the candidate's M-member ensemble beat the incumbent's? Start from 2 instances of the
 candidate, paired by seed with the incumbent's; look at the gain; reject if it can hardly become

@@ -1,4 +1,4 @@
-"""Host-side statistics of K instances' validation probabilities (THEORY.md T1).
+"""Host-side statistics of K instances' validation probabilities (docs/theory.md T1).
 
 Everything here is computed from predictions the sandbox wrote and labels it never saw.
 """

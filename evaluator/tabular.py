@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluator import preprocessing
 from evaluator.datasets import Splits, _split_off, register_loader
 from evaluator.failures import ConfigError
 from evaluator.tasks import ProxyBudget, TaskConfig, register_task
@@ -93,13 +94,44 @@ def _one_hot_top(values, train: np.ndarray, top: int = TOP_CATEGORIES) -> np.nda
     return out
 
 
-def _assemble(blocks: list[np.ndarray], labels: np.ndarray, rows: tuple[np.ndarray, ...]) -> Splits:
+def _assemble(blocks: list[np.ndarray], labels: np.ndarray, rows: tuple[np.ndarray, ...],
+              spec: dict | None = None) -> Splits:
     x = np.concatenate([np.asarray(b, np.float32).reshape(len(labels), -1) for b in blocks], 1)
     keep = x[rows[0]].std(0) > 0  # constant columns carry nothing and waste feature budget
     x = x[:, keep]
     y = labels.astype(np.int64)
     train, val, test = rows
-    return Splits(x[train], y[train], x[val], y[val], x[test], y[test])
+    if spec is not None and spec["kind"] == "table":
+        spec = dict(spec, keep=np.flatnonzero(keep).tolist())
+    elif spec is not None:
+        spec = dict(spec, shape=[int(x.shape[1])])
+    return Splits(x[train], y[train], x[val], y[val], x[test], y[test], spec)
+
+
+# The fitted encodings are data (evaluator/preprocessing.py): fitted on training rows here, applied
+# to every row by the same function an export's predict(raw) uses.
+
+def _fit_numeric(name: str, values, train: np.ndarray, *, log1p: bool = False, nan_to_zero: bool = False,
+                 missing_flag: bool = False) -> dict:
+    col = {"name": name, "type": "numeric", "log1p": log1p, "nan_to_zero": nan_to_zero,
+           "missing_flag": missing_flag, "mean": 0.0, "std": 1.0}
+    x = preprocessing.encode_column(col, values)[0]
+    mean, std = float(x[train].mean()), float(x[train].std())
+    return dict(col, mean=mean, std=std if std > 1e-12 else 1.0)
+
+
+def _fit_categorical(name: str, values, train: np.ndarray, top: int = TOP_CATEGORIES) -> dict:
+    """The `top` most frequent training categories, plus 'other' when any row falls outside them."""
+    strings = preprocessing._strings(values)
+    names, counts = np.unique(strings[train].astype(str), return_counts=True)
+    vocab = [str(v) for v in names[np.argsort(-counts, kind="stable")][:top]]
+    other = bool((~np.isin(strings.astype(str), vocab)).any())
+    return {"name": name, "type": "categorical", "vocabulary": vocab, "other": other}
+
+
+def _encoded(columns: list[dict], frame) -> list[np.ndarray]:
+    table = preprocessing.columns_of(frame)
+    return [f for col in columns for f in preprocessing.encode_column(col, table[col["name"]])]
 
 
 # ----------------------------------------------------------------------------- Adult
@@ -118,13 +150,12 @@ def load_adult(path: str | None, *, split_seed: int, val_fraction: float) -> Spl
         raise ConfigError(f"{file}: expected Adult columns {ADULT_NUMERIC + ['income']}, got {list(frame.columns)}")
     labels = frame[target].astype(str).str.strip().str.rstrip(".").eq(">50K").to_numpy().astype(np.int64)
     rows = split_rows(len(frame), labels, split_seed=split_seed, val_fraction=val_fraction)
-    numeric = np.stack([np.log1p(np.clip(frame[c].to_numpy(np.float64), 0, None)) if c in ADULT_LOG
-                        else frame[c].to_numpy(np.float64) for c in ADULT_NUMERIC], 1)
-    blocks = [_standardise(numeric, rows[0])]
-    for column in frame.columns:
-        if column not in ADULT_NUMERIC and column != target:
-            blocks.append(_one_hot_top(frame[column].to_numpy(), rows[0]))
-    return _assemble(blocks, labels, rows)
+    columns = [_fit_numeric(c, frame[c].to_numpy(np.float64), rows[0], log1p=c in ADULT_LOG) for c in ADULT_NUMERIC]
+    columns += [_fit_categorical(c, frame[c].to_numpy(), rows[0]) for c in frame.columns
+                if c not in ADULT_NUMERIC and c != target]
+    spec = {"kind": "table", "input": "rows of the Adult table (columns by name, as in adult.parquet; "
+            "'income' not needed)", "columns": columns}
+    return _assemble(_encoded(columns, frame), labels, rows, spec)
 
 
 # ----------------------------------------------------------------------------- MovieLens
@@ -234,7 +265,10 @@ def load_movielens(path: str | None, *, split_seed: int, val_fraction: float) ->
     user_factors, item_factors = _latent_factors(users, items, clicks, train)
     dot = (user_factors * item_factors).sum(1, keepdims=True)
     blocks += [_standardise(np.concatenate([user_factors, item_factors, dot], 1), train)]
-    return _assemble(blocks, clicks.astype(np.int64), rows)
+    spec = {"kind": "features", "input": "MovieLens engineered features (per-user and per-item statistics of the "
+            "training clicks, latent factors; evaluator/tabular.py load_movielens): not computable from one raw "
+            "(user, item) row, so predict() takes the feature matrix"}
+    return _assemble(blocks, clicks.astype(np.int64), rows, spec)
 
 
 # ----------------------------------------------------------------------------- Criteo-like files
@@ -269,19 +303,20 @@ def load_tabular_file(path: str | None, *, split_seed: int, val_fraction: float)
     if not set(np.unique(labels)) <= {0, 1} or len(np.unique(labels)) < 2:
         raise ConfigError(f"{file}: labels must be 0/1 with both present")
     rows = split_rows(len(frame), labels, split_seed=split_seed, val_fraction=val_fraction)
-    blocks = []
+    columns = []
     for column in frame.columns:
         if column == target:
             continue
         values = frame[column]
-        if pd.api.types.is_numeric_dtype(values) and not column.startswith("C"):
-            raw = values.to_numpy(np.float64)
-            missing = np.isnan(raw)
-            logged = np.log1p(np.clip(np.nan_to_num(raw), 0, None))
-            blocks += [_standardise(logged[:, None], rows[0]), missing[:, None]]
+        if pd.api.types.is_numeric_dtype(values) and not str(column).startswith("C"):
+            columns.append(_fit_numeric(str(column), values.to_numpy(np.float64), rows[0], log1p=True,
+                                        nan_to_zero=True, missing_flag=True))
         else:
-            blocks.append(_one_hot_top(values.to_numpy(), rows[0]))
-    return _assemble(blocks, labels, rows)
+            columns.append(_fit_categorical(str(column), values.to_numpy(), rows[0]))
+    spec = {"kind": "table", "input": f"rows of a table like {file.name} (columns by name; the label not needed)",
+            "columns": columns}
+    frame.columns = [str(c) for c in frame.columns]
+    return _assemble(_encoded(columns, frame), labels, rows, spec)
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -31,11 +31,12 @@ class TaskData:
     input_shape: tuple[int, ...]
     num_classes: int
     n_train: int
+    preprocessing: dict | None = None     # raw inputs → x (evaluator/preprocessing.py), for exports
 
 
 def _key(task: TaskConfig) -> str:
     ident = {"dataset": task.dataset, "path": task.data_path, "split_seed": task.split_seed,
-             "val_fraction": task.val_fraction, "v": 1}
+             "val_fraction": task.val_fraction, "v": 2}
     return task.dataset + "-" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -53,7 +54,7 @@ def materialize(task: TaskConfig, cache_dir: Path | None = None) -> TaskData:
         np.save(tmp / "inputs" / "x_test.npy", splits.x_test.astype(np.float32))
         np.savez(tmp / "labels.npz", y_val=splits.y_val, y_test=splits.y_test)
         meta = {"input_shape": list(splits.input_shape), "num_classes": splits.num_classes,
-                "n_train": len(splits.y_train)}
+                "n_train": len(splits.y_train), "preprocessing": splits.preprocessing}
         (tmp / "meta.json").write_text(json.dumps(meta))
         for p in [tmp, *tmp.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)  # readable by the sandbox's unprivileged user
@@ -67,4 +68,4 @@ def materialize(task: TaskConfig, cache_dir: Path | None = None) -> TaskData:
         y_val, y_test = z["y_val"], z["y_test"]
     return TaskData(inputs_dir=root / "inputs", y_val=y_val, y_test=y_test,
                     input_shape=tuple(meta["input_shape"]), num_classes=int(meta["num_classes"]),
-                    n_train=int(meta["n_train"]))
+                    n_train=int(meta["n_train"]), preprocessing=meta.get("preprocessing"))

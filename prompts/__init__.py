@@ -8,9 +8,17 @@ Templates and what they receive:
 
 - ``system.j2``: the role (no variables).
 - ``propose.j2``: the first user turn; includes ``task.j2`` (task, metric, budget, contract),
-  ``parent.j2`` (the parent with line numbers and its statistics), ``history.j2`` (recent
-  accepted and rejected candidates with the reason) and ``format_<mode>.j2`` (the exact output
-  format). Variables: task, members, mode, source, numbered_source, statistics, history.
+  ``parent.j2`` (the parent, with line numbers in delta mode only: a whole-program answer would
+  copy them, and its statistics), ``history.j2`` (recent accepted and rejected candidates with
+  the reason), ``tried.j2`` (edits already tried on this parent, not to be repeated),
+  ``hint.j2`` (an optional direction for this one answer) and ``format_<mode>.j2`` (the exact
+  output format). The sections that change from one proposal to the next come last, so a
+  server's prompt cache reuses the rest. Variables: task, members, mode, source,
+  numbered_source, statistics, history, tried (list of {label, diff}), hint (str or None), and
+  any ``extra`` keyword a caller passes (for templates it adds). The population search passes
+  two: ``second`` (crossover: a second parent, rendered by ``crossover.j2``) and
+  ``inspirations`` (other archive members, ``inspirations.j2``), each a dict from
+  ``agent.proposers.llm.archive_view`` (id, error, params, ratios, diff against the parent).
 - ``repair.j2``: the follow-up turn after a failed answer. Variables: mode, failure, detail.
 """
 from __future__ import annotations
@@ -61,11 +69,13 @@ class PromptRenderer:
             raise PromptError(f"prompt template {name}: {exc.message}") from exc
 
     def proposal_messages(self, *, task: Any, source: str, mode: str, members: int,
-                          statistics: dict[str, Any] | None = None,
-                          history: Sequence[Any] = ()) -> list[dict[str, str]]:
-        """System + first user message for one proposal."""
+                          statistics: dict[str, Any] | None = None, history: Sequence[Any] = (),
+                          tried: Sequence[dict[str, str]] = (), hint: str | None = None,
+                          **extra: Any) -> list[dict[str, str]]:
+        """System + first user message for one proposal (`extra` reaches templates that add sections)."""
         user = self.render("propose.j2", task=task, members=members, mode=mode, source=source,
-                           numbered_source=numbered(source), statistics=statistics or {}, history=list(history))
+                           numbered_source=numbered(source), statistics=statistics or {}, history=list(history),
+                           tried=list(tried), hint=hint, **extra)
         return [{"role": "system", "content": self.render("system.j2")}, {"role": "user", "content": user}]
 
     def repair_message(self, *, mode: str, failure: str, detail: str) -> dict[str, str]:

@@ -2,13 +2,15 @@
 
 Only these paths exist inside (everything read-only unless marked):
 
-    /usr, /bin, /lib, /lib64, /sbin        host system libraries (merged-/usr symlinks)
-    <sys.base_prefix>                      the host Python runtime, at its own path
-    <sys.prefix>                           the virtual environment, at its own path
+    /usr, /bin, /lib, /lib64, /sbin        the system libraries the worker loads (merged-/usr symlinks)
+    <sys.base_prefix>                      the Python runtime's standard library, at its own path
+    <sys.prefix>                           the venv's packages the worker imports, at its own path
+                                           (these three: sandbox.runtime_view's allow-list, no data files)
     /ensnas-src/evaluator                  the worker's package, nothing else of the source tree
     /ensnas-data                           the task's inputs/ (never labels.npz, never the run/store)
     /ensnas-job                            job.json + program.py
-    /ensnas-job/out                        read-write: result.json + predictions.npz
+    /ensnas-job/out                        read-write, a size-capped tmpfs: result.json + predictions.npz,
+                                           copied to the host's work dir by trusted code (sandbox.supervisor)
     /tmp                                   private tmpfs (size-capped), the working directory
 
 Home directories, /etc (beyond passwd/group and the loader cache), the run directory, the
@@ -23,6 +25,8 @@ from pathlib import Path
 from sandbox.base import SOURCE_ROOT
 
 JOB, DATA, SRC, SCRATCH = "/ensnas-job", "/ensnas-data", "/ensnas-src", "/tmp"
+OUT = JOB + "/out"
+TMPFS_INODES = 4096  # files a candidate may create in /tmp or out/ (each costs kernel memory, not quota)
 
 
 @dataclass(frozen=True)
@@ -32,22 +36,19 @@ class Mount:
     read_only: bool = True
 
 
-def runtime_mounts() -> list[Mount]:
-    """Host runtime: system libraries, Python, the venv and the evaluator package."""
-    mounts = [Mount("/usr", "/usr")]
-    base, prefix = Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()
-    if not str(base).startswith("/usr/"):
-        mounts.append(Mount(str(base), str(base)))
-    if prefix != base and not str(prefix).startswith("/usr/"):
-        mounts.append(Mount(str(prefix), str(prefix)))
+def runtime_mounts(python: str = sys.executable) -> list[Mount]:
+    """The allow-listed runtime of `python` (sandbox.runtime_view: no dataset in it) and the evaluator package."""
+    from sandbox.runtime_view import runtime_view
+    view = runtime_view(python)
+    mounts = [Mount(str(view.root / root.lstrip("/")), root) for root in view.roots]
     mounts.append(Mount(str(SOURCE_ROOT / "evaluator"), f"{SRC}/evaluator"))
     return mounts
 
 
 def job_mounts(work_dir: Path, data_dir: Path) -> list[Mount]:
+    """The job (read-only; its out/ is a tmpfs on top, see OUT) and the task's inputs."""
     work_dir, data_dir = Path(work_dir).resolve(), Path(data_dir).resolve()
-    return [Mount(str(work_dir), JOB), Mount(str(work_dir / "out"), f"{JOB}/out", read_only=False),
-            Mount(str(data_dir), DATA)]
+    return [Mount(str(work_dir), JOB), Mount(str(data_dir), DATA)]
 
 
 def worker_command(python: str = sys.executable, wait_for_job_s: float = 0.0, *, work: str = JOB,

@@ -82,7 +82,7 @@ def test_full_ensemble_mode_measures_real_ensembles():
     assert not full_ensemble_test(good, bad, y, AcceptanceConfig(members=5)).accept
 
 
-# -- the paired gain, its noise, and the sequential test (THEORY.md T2b) ----------------------------
+# -- the paired gain, its noise, and the sequential test (docs/theory.md T2b) ----------------------------
 import pytest  # noqa: E402
 
 from evaluator.acceptance import bootstrap_rng  # noqa: E402

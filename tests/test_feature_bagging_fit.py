@@ -1,4 +1,4 @@
-"""THEORY.md T3 fit: recover known parameters from synthetic curves (exact and Monte-Carlo),
+"""docs/theory.md T3 fit: recover known parameters from synthetic curves (exact and Monte-Carlo),
 clip p* sensibly, and reject degenerate measurements with a typed error."""
 from __future__ import annotations
 

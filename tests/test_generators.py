@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from agent.generators import GeneratorConfig, GeneratorUnavailable, SamplingConfig, make_generator
-from agent.generators.base import BUNDLED_GGUF, bundled_gguf, resolve_weights
+from agent.generators.base import resolve_weights
+from agent.generators.catalogue import MODELS, model_file
 from evaluator.failures import ConfigError
 
 CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
@@ -48,7 +49,8 @@ def test_config_defaults_work_on_cpu():
     cfg = GeneratorConfig()
     assert cfg.backend == "transformers" and cfg.device == "cpu" and cfg.model is None
     assert cfg.sampling.max_new_tokens > 0 and 0 < cfg.sampling.top_p <= 1
-    assert resolve_weights(cfg) == (bundled_gguf().parent, BUNDLED_GGUF)
+    small = model_file("smollm2-135m")           # a bundled name resolves to its verified file
+    assert resolve_weights(cfg.model_copy(update={"model": "smollm2-135m"})) == (small.parent, small.name)
 
 
 def test_bad_configs_are_typed_errors(tmp_path):
@@ -56,8 +58,11 @@ def test_bad_configs_are_typed_errors(tmp_path):
         make_generator({"backend": "nope"})
     with pytest.raises(ConfigError, match="bad generator config"):
         make_generator({"sampling": {"temperature": -1}})
-    with pytest.raises(ConfigError, match="neither a checkpoint directory"):
+    with pytest.raises(ConfigError, match="does not exist"):
         resolve_weights(GeneratorConfig(model=str(tmp_path / "missing")))
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="neither a checkpoint directory"):
+        resolve_weights(GeneratorConfig(model=str(tmp_path / "weights.bin")))
     with pytest.raises(ConfigError, match="gguf_file"):
         resolve_weights(GeneratorConfig(model=str(tmp_path), gguf_file="x.gguf"))
     with pytest.raises(ConfigError, match="not an http"):
@@ -175,4 +180,21 @@ def test_checkpoint_directory_loads_through_the_config(tiny_lm, tmp_path):
 
 
 def test_gguf_file_path_resolves():
-    assert resolve_weights(GeneratorConfig(model=str(bundled_gguf()))) == (bundled_gguf().parent, BUNDLED_GGUF)
+    small = model_file("smollm2-135m")
+    assert resolve_weights(GeneratorConfig(model=str(small))) == (small.parent, MODELS["smollm2-135m"].file_name)
+
+
+def test_generator_validity_counts_a_timeout_as_a_failure_and_keeps_going():
+    """The defect: a first attempt that timed out (seconds None) crashed the benchmark's summary
+    (None + float) and lost the whole mode."""
+    from benchmarks.generator_validity import summarise
+    ok = {"first": (True, True, True), "final": (True, True, True), "first_failure": None, "final_failure": None,
+          "first_tokens": 20, "first_seconds": 4.0, "tokens": 20, "gen_seconds": 4.0, "wall_s": 5.0, "attempts": 1,
+          "program_key": "a"}
+    late = {**ok, "first": (False, False, False), "final": (False, False, False), "first_failure": "timeout",
+            "final_failure": "timeout", "first_tokens": 0, "first_seconds": None, "tokens": 0, "gen_seconds": 0.0,
+            "program_key": "p"}
+    summary = summarise("delta/on", "delta", "on", 256, [ok, late, dict(ok)], object(), {})
+    assert summary["timeouts"] == 1 and summary["n"] == 3
+    assert summary["repair_on"]["build_valid_count"] == 2 and summary["repair_on"]["distinct_valid"] == 1
+    assert summary["seconds_per_proposal_repair_off"] == 4.0

@@ -1,7 +1,8 @@
-"""The `openai` backend against a REAL local OpenAI-compatible server (llama-cpp-python's
-`llama_cpp.server` serving the bundled SmolLM2-135M GGUF on 127.0.0.1), plus loopback socket
-servers this test starts that misbehave on purpose: accept and never answer, stall mid-body,
-trickle bytes, fail with 503. Every stall ends at the per-call deadline."""
+"""The `openai` backend against a REAL local OpenAI-compatible server (llama.cpp's server from
+xllamacpp serving the bundled SmolLM2-135M GGUF on 127.0.0.1), plus loopback socket servers this
+test starts that misbehave on purpose: accept and never answer, stall mid-body, trickle bytes,
+fail with 503, answer slowly, stream. Every stall ends at the per-call deadline, and a request
+the server accepted is never sent twice."""
 from __future__ import annotations
 
 import json
@@ -120,21 +121,86 @@ def test_stalled_server_hits_the_deadline(behaviour):
         server.close()
 
 
-def test_read_timeout_then_retry_until_deadline():
-    server = LoopbackServer(never_answers)
+def answers_after(delay: float):
+    def behaviour(conn, n, stop):
+        _read_request(conn)
+        if stop.wait(delay):
+            return
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                     + str(len(OK_BODY)).encode() + b"\r\nConnection: close\r\n\r\n" + OK_BODY)
+        conn.close()
+    behaviour.__name__ = f"answers_after_{delay}"
+    return behaviour
+
+
+@pytest.mark.parametrize("behaviour", [never_answers, answers_after(1.5)], ids=lambda b: b.__name__)
+def test_a_request_the_server_accepted_is_never_sent_twice(behaviour):
+    """The defect: a 60 s read timeout on an unstreamed answer re-sent the request while the server
+    was still computing the first one. Silence after the request went out is a timeout, not a retry."""
+    server = LoopbackServer(behaviour)
     try:
-        gen = gen_for(server.url, deadline_s=2.0, read_timeout_s=0.3, retries=10)
-        with pytest.raises(GeneratorTimeout):
+        gen = gen_for(server.url, deadline_s=5.0, read_timeout_s=0.3, retries=10, stream=False)
+        start = time.monotonic()
+        with pytest.raises(GeneratorTimeout, match="not re-sent"):
             gen.generate(MESSAGES)
-        assert server.connections >= 3          # each silent attempt was cut by the read timeout and retried
+        assert time.monotonic() - start < 1.5
+        time.sleep(0.3)
+        assert server.connections == 1
     finally:
         server.close()
 
 
-def test_retries_with_backoff_on_503():
-    server = LoopbackServer(fails_twice_then_answers)
+def sse(chunks: list[dict]) -> list[bytes]:
+    return [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
+
+
+STREAM = [{"choices": [{"delta": {"role": "assistant"}, "finish_reason": None}]}] + [
+    {"choices": [{"delta": {"content": piece}, "finish_reason": None}]} for piece in ["HID", "DEN", " = ", "64"]] + [
+    {"choices": [{"delta": {}, "finish_reason": "length"}], "usage": {"prompt_tokens": 9, "completion_tokens": 4},
+     "timings": {"prompt_n": 40, "prompt_per_second": 50.0, "predicted_per_second": 8.0}}]
+
+
+def streams_slowly(conn, n, stop):
+    """A slow model: the whole answer takes 2 s, longer than the read timeout, but never goes silent."""
+    _read_request(conn)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
+    for event in sse(STREAM):
+        if stop.wait(0.35):
+            return
+        conn.sendall(event)
+    conn.close()
+
+
+def test_a_streamed_slow_answer_outlasts_the_read_timeout_and_is_measured():
+    server = LoopbackServer(streams_slowly)
     try:
-        out = gen_for(server.url, retries=2, deadline_s=10).generate(MESSAGES)[0]
+        gen = gen_for(server.url, deadline_s=20, read_timeout_s=1.0, retries=3)
+        out = gen.generate(MESSAGES)[0]
+        assert out.text == "HIDDEN = 64" and out.tokens == 4 and out.prompt_tokens == 9 and out.truncated
+        assert out.seconds > 1.0 and server.connections == 1
+        assert gen.decode_tps == 8.0 and gen.prompt_tps == 50.0
+    finally:
+        server.close()
+
+
+def test_the_deadline_scales_with_the_measured_speed():
+    gen = gen_for("http://127.0.0.1:9/v1", deadline_s=30)
+    s = SamplingConfig(max_new_tokens=300)
+    assert gen.deadline_for(MESSAGES, s) == 30            # nothing measured yet
+    gen.decode_tps, gen.prompt_tps = 2.0, 20.0            # a slow model: 300 tokens need 150 s
+    assert gen.deadline_for(MESSAGES, s) >= 3 * 150
+    gen.decode_tps = 1000.0                               # a fast one keeps the configured floor
+    assert gen.deadline_for(MESSAGES, s) == 30
+    fixed = gen_for("http://127.0.0.1:9/v1", deadline_s=30, adaptive_deadline=False)
+    fixed.decode_tps = 2.0
+    assert fixed.deadline_for(MESSAGES, s) == 30
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_retries_with_backoff_on_503(stream):
+    server = LoopbackServer(fails_twice_then_answers)      # a JSON answer to a streamed request is read too
+    try:
+        out = gen_for(server.url, retries=2, deadline_s=10, stream=stream).generate(MESSAGES)[0]
         assert out.text == "HIDDEN = 64" and out.tokens == 4 and out.prompt_tokens == 9
         assert server.connections == 3
     finally:
@@ -161,7 +227,8 @@ def test_refused_connection_gives_up_with_a_typed_error():
 
 @pytest.fixture(scope="module")
 def llama_server():
-    server = start_llama_server(threads=1)
+    from agent.generators.catalogue import model_file
+    server = start_llama_server(model=model_file("smollm2-135m"), threads=1)
     yield server
     server.stop()
 

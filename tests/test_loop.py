@@ -16,7 +16,7 @@ import pytest
 from agent.cli import main
 from agent.config import RunConfig
 from agent.loop import SearchLoop
-from agent.store import RunDirError, RunStore
+from agent.store import RunDirError, RunStore, run_dir_state
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST_TASK = """name: digits-fast
@@ -103,16 +103,26 @@ def test_corrupt_and_foreign_run_dirs_give_clear_errors(tmp_path, capsys):
     assert (foreign / "notes.txt").read_text() == "mine"  # nothing lost
 
 
-def _signature(run_dir: Path) -> list[tuple]:
-    """Everything a decision depends on and says: candidates, statuses, the decision records (every
-    look's numbers, exactly) and each candidate's stored instances (seeds, and which decision trained them)."""
+def _signature(run_dir: Path) -> tuple:
+    """Everything a decision depends on and says: candidates, statuses, islands and bandit arms, the
+    decision records (every look's numbers, exactly), each candidate's stored instances (seeds, and
+    which decision trained them), and the population's archive history and bandit allocations."""
     store = RunStore(run_dir)
     out = []
     for r in store.candidates():
         stored = store.load_instances(r.id) if r.statistics else None
-        out.append((r.cycle, r.proposer, r.parent_id, r.source, r.status, json.dumps(r.decision, sort_keys=True),
-                    (stored.seeds, stored.origin) if stored else None))
-    return out
+        out.append((r.cycle, r.proposer, r.parent_id, r.source, r.status, r.island, r.arm,
+                    json.dumps(r.decision, sort_keys=True), (stored.seeds, stored.origin) if stored else None))
+    return out, store.archive_history(), store.allocations()
+
+
+# The gate never stops for futility here and the seed has 2 instances, so it trains extra instances
+# of candidates and incumbents on most decisions and the kills land inside it too.
+# max_instances 4: the sequential test accepts from 4 paired instances only, and the seed lacks seeds 2, 3
+GATE = "noise_instances: 2\nacceptance: {futility: 0.0, max_instances: 4}\n"
+# the population search with objectives that do not depend on timing (latency is measured, so two
+# independent runs can differ in it; a resumed run reuses what it stored and never re-measures)
+POPULATION = "population: {enabled: true, islands: 2, migrate_every: 2, objectives: [error, params]}\n"
 
 
 def _cmdline(proc_dir: Path) -> bytes:
@@ -123,17 +133,19 @@ def _cmdline(proc_dir: Path) -> bytes:
 
 
 @pytest.mark.slow
-def test_kill_minus_nine_then_resume_loses_and_repeats_nothing(tmp_path, fast_task, cache_dir):
+@pytest.mark.parametrize("search", ["hill-climber", "population"])
+def test_kill_minus_nine_then_resume_loses_and_repeats_nothing(tmp_path, fast_task, cache_dir, search):
     """Kill the real CLI process at random moments, resume each time; the finished run must equal an
-    uninterrupted one (same candidates, same decisions, same instances), with every evaluation committed
-    exactly once. The gate never stops for futility here and the seed has 2 instances, so it trains extra
-    instances of candidates and incumbents on most decisions and the kills land inside it too."""
+    uninterrupted one (same candidates, same decisions, same instances, same archives and bandit
+    allocations), with every evaluation committed exactly once. Both searches run the overlapped
+    pipeline, so kills land while cycle n trains, cycle n+1 is being proposed, or the gate trains."""
     env = dict(os.environ, ENSNAS_CACHE=str(cache_dir))
     base = [sys.executable, "-m", "agent.cli"]
-    config = tmp_path / "gate.yaml"
-    config.write_text("noise_instances: 2\nacceptance: {futility: 0.0, max_instances: 4}\n")  # seed lacks seeds 2, 3
+    config = tmp_path / "config.yaml"
+    config.write_text(GATE + (POPULATION if search == "population" else ""))
     common = ["--config", str(config), "--task", fast_task, "--cycles", "3", "--proposer", "random",
               "--proposer", "evolution", "--candidates", "2", "--sandbox", "subprocess", "--members", "3", "--quiet"]
+    common += ["--proposer", "crossover"] if search == "population" else ["--hill-climber"]
     clean = tmp_path / "clean"
     subprocess.run(base + ["run", "--run-dir", str(clean)] + common, check=True, env=env, cwd=ROOT,
                    capture_output=True)
@@ -151,7 +163,9 @@ def test_kill_minus_nine_then_resume_loses_and_repeats_nothing(tmp_path, fast_ta
             proc.wait()
             kills += 1
             killed_pids.append(proc.pid)
-            cmd = base + ["resume", str(killed), "--quiet"]
+            # setup is checked before anything is written: a run killed that early is started again
+            started = run_dir_state(killed) == "started"
+            cmd = base + (["resume", str(killed), "--quiet"] if started else ["run", "--run-dir", str(killed)] + common)
             continue
         assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
         break
@@ -159,6 +173,8 @@ def test_kill_minus_nine_then_resume_loses_and_repeats_nothing(tmp_path, fast_ta
         pytest.fail("the run never finished")
     assert kills >= 3
     assert _signature(killed) == _signature(clean)
+    if search == "population":
+        assert _signature(clean)[1] and _signature(clean)[2]   # archives and allocations were compared
     store = RunStore(killed)
     trained = [d["instances"] for d in (r.decision for r in store.candidates()) if d and "instances" in d]
     assert sum(len(t["candidate_trained"]) for t in trained) >= 3  # the gate did train extra instances

@@ -4,57 +4,67 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agent.gate import Gate
 from agent.population.config import PopulationConfig
 from agent.population.engine import Population
-from agent.population.judge import AcceptanceJudge
+from agent.population.judge import GateJudge
 from agent.population.pareto import Relation
 from agent.store import RunStore
 from evaluator.acceptance import AcceptanceConfig
 from evaluator.statistics import compute_statistics
 
-N, C = 600, 3
-LABELS = np.random.default_rng(0).integers(0, C, N)
 
-
-def probs(quality: float, seed: int, k: int = 2) -> np.ndarray:
+def probs(labels: np.ndarray, quality: float, seed: int, k: int = 2) -> np.ndarray:
     """k instances whose logits favour the true class by `quality` (higher: lower Brier)."""
     rng = np.random.default_rng(seed)
-    logits = quality * np.eye(C)[LABELS] + rng.normal(0, 1.0, (k, N, C))
+    c = int(labels.max()) + 1
+    logits = quality * np.eye(c)[labels] + rng.normal(0, 1.0, (k, len(labels), c))
     e = np.exp(logits - logits.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
 
 
 class Run:
-    def __init__(self, path, config: PopulationConfig):
+    """A run store with synthetic evaluations on the digits task's validation labels, judged by the
+    real gate (fixed test for decisions, so nothing needs training; dominance readings as in a run)."""
+
+    def __init__(self, path, config: PopulationConfig, evaluator):
         self.store = RunStore(path, create=True)
+        self.labels = evaluator.data.y_val
         self.pop = Population(store=self.store, config=config, members=5, seed=0)
-        self.judge = AcceptanceJudge(load_val=lambda cid: self.store.load_predictions(cid)[0], labels=LABELS,
-                                     config=AcceptanceConfig(members=5, bootstrap=400))
-        self.seed_id = self.add(0, quality=2.0, params=1000, latency=1.0, status="seed")
+        gate = Gate(store=self.store, evaluator=evaluator, config=AcceptanceConfig(members=5, method="fixed",
+                                                                                   bootstrap=400))
+        self.judge = GateJudge(gate)
+        self.seed_id = self.add(0, quality=2.0, params=1000, latency=1.0, status="seed", k=4)
         with self.store.transaction() as db:
             self.store.set_state("seed_id", self.seed_id, db)
+            gate.set_prior(db, self.seed_id)
             self.pop.add_seed(db, self.seed_id)
 
     def add(self, cycle: int, *, quality: float, params: int, latency: float, island: int = 0, arm: str = "random",
-            status: str = "pending", parent: int | None = None, seed: int | None = None) -> int:
+            status: str = "pending", parent: int | None = None, k: int = 2) -> int:
         with self.store.transaction() as db:
             cid = self.store.insert_candidate(db, cycle=cycle, proposer=arm, parent_id=parent, source="s", diff="",
                                               status="pending", island=island, arm=arm)
-        p = probs(quality, seed if seed is not None else cid)
-        self.store.record_evaluation(cid, ok=True, reason=None, detail="", statistics=compute_statistics(p, LABELS).as_dict(),
-                                     param_count=params, seconds=1.0, val=p, test=p,
-                                     latency={"batch_1_ms": latency, "batch_256_ms": latency * 50})
+        p = probs(self.labels, quality, cid, k)
+        self.store.record_evaluation(cid, ok=True, reason=None, detail="",
+                                     statistics=compute_statistics(p, self.labels).as_dict(), param_count=params,
+                                     seconds=1.0, val=p, test=p, latency={"batch_1_ms": latency, "batch_256_ms": latency * 50})
         if status == "seed":
             with self.store.transaction() as db:
                 db.execute("UPDATE candidates SET status = 'seed' WHERE id = ?", (cid,))
         return cid
 
 
+@pytest.fixture()
+def run_factory(tmp_path, digits_evaluator):
+    return lambda config: Run(tmp_path / "r", config, digits_evaluator)
+
+
 CONFIG = PopulationConfig(enabled=True, islands=2, migrate_every=2, capacity=4)
 
 
-def test_the_judge_reads_the_acceptance_bound(tmp_path):
-    run = Run(tmp_path / "r", CONFIG)
+def test_the_judge_reads_the_gates_dominance(run_factory):
+    run = run_factory(CONFIG)
     better = run.add(1, quality=3.5, params=1000, latency=1.0, parent=run.seed_id)
     same = run.add(1, quality=2.0, params=1000, latency=1.0, parent=run.seed_id)
     m = run.pop.member
@@ -63,8 +73,8 @@ def test_the_judge_reads_the_acceptance_bound(tmp_path):
     assert run.judge.relation(m(same), m(run.seed_id)) == Relation.UNDECIDED  # same quality, other noise
 
 
-def test_decide_places_rewards_migrates_and_sets_the_incumbent(tmp_path):
-    run = Run(tmp_path / "r", CONFIG)
+def test_decide_places_rewards_migrates_and_sets_the_incumbent(run_factory):
+    run = run_factory(CONFIG)
     s = run.seed_id
     better = run.add(1, quality=3.5, params=1000, latency=1.0, island=0, parent=s)         # dominates the seed
     worse = run.add(1, quality=1.0, params=2000, latency=2.0, island=1, parent=s)          # dominated
@@ -106,8 +116,8 @@ def test_decide_places_rewards_migrates_and_sets_the_incumbent(tmp_path):
     assert origins[(1, better)] == "migrated"
 
 
-def test_plan_is_reproducible_from_the_store_and_follows_the_bandit(tmp_path):
-    run = Run(tmp_path / "r", CONFIG)
+def test_plan_is_reproducible_from_the_store_and_follows_the_bandit(run_factory):
+    run = run_factory(CONFIG)
     arms = ["random", "evolution"]
     a = run.pop.plan(1, arms, 6, through_cycle=0)
     b = run.pop.plan(1, arms, 6, through_cycle=0)
@@ -120,9 +130,9 @@ def test_plan_is_reproducible_from_the_store_and_follows_the_bandit(tmp_path):
 
 
 @pytest.mark.parametrize("objectives", [["error", "params", "latency"], ["error", "params"], ["error"]])
-def test_archive_stays_mutually_nondominated(tmp_path, objectives):
+def test_archive_stays_mutually_nondominated(run_factory, objectives):
     config = CONFIG.model_copy(update={"objectives": objectives, "capacity": 6, "islands": 1})
-    run = Run(tmp_path / "r", config)
+    run = run_factory(config)
     rng = np.random.default_rng(1)
     for i in range(9):
         run.add(1, quality=float(rng.uniform(1.0, 4.0)), params=int(rng.integers(100, 3000)),
@@ -137,3 +147,32 @@ def test_archive_stays_mutually_nondominated(tmp_path, objectives):
                 assert not dominates(run.pop.rule.relations(a, b, run.judge.relation(a, b)))
     if objectives == ["error"]:  # one axis: only members no one is confidently better than stay
         assert len(archive) <= 3
+
+
+def test_crossover_arms_sit_out_until_there_are_two_programs_to_cross(run_factory):
+    run = run_factory(CONFIG)
+    arms = ["random", "crossover", "llm:crossover"]
+    early = run.pop.plan(1, arms, 8, through_cycle=0)
+    assert set(early.allocation) == {"random"} and early.allocation["random"] == 8
+    run.add(1, quality=1.2, params=100, latency=1.0, island=1, parent=run.seed_id)
+    run.pop.decide(1, run.judge)
+    later = run.pop.plan(3, arms, 30, through_cycle=1)
+    assert later.allocation["crossover"] > 0 and later.allocation["llm:crossover"] > 0
+    assert all(s.second_parent is not None for s in later.slots if s.arm != "random")
+
+
+def test_hypervolume_reward_pays_only_for_a_larger_front(run_factory):
+    run = run_factory(CONFIG.model_copy(update={"reward": "hypervolume", "tolerance": {"params": 0.0,
+                                                                                       "latency": 0.0}}))
+    s = run.seed_id
+    grows = run.add(1, quality=3.5, params=900, latency=0.9, island=0, parent=s)      # dominates the seed
+    # a tie on error with the seed's costs exactly: it enters (nothing dominates it) but adds no volume
+    twin = run.add(1, quality=2.0, params=1000, latency=1.0, island=1, parent=s)
+    run.pop.decide(1, run.judge)
+    rows = {r.id: r for r in run.store.candidates()}
+    assert rows[grows].decision["reward"] == 1.0
+    # one candidate per island: its reward is exactly "the island's front grew"
+    before, after = run.pop.hypervolumes(run.pop.archives(at_cycle=0)), run.pop.hypervolumes(run.pop.archives(at_cycle=1))
+    for cid, island in ((grows, 0), (twin, 1)):
+        grew = after[island] > before[island] * (1 + 1e-9)
+        assert rows[cid].decision["reward"] == float(grew and rows[cid].status == "accepted")

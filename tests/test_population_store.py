@@ -72,6 +72,10 @@ def test_a_run_from_before_the_population_tables_opens_and_gains_them(tmp_path):
     db = sqlite3.connect(run / "run.sqlite")
     db.executescript(OLD_SCHEMA)
     db.close()
+    reader = RunStore(run, read_only=True)   # the inspect commands: nothing written, nothing missing
+    assert reader.archive() == [] and reader.archive_history() == [] and reader.allocations() == []
+    assert reader.candidate(1).latency is None
+    reader.close()
     store = RunStore(run)
     row = store.candidate(1)
     assert row.status == "seed" and row.statistics == {"member_error": 0.2} and row.latency is None and row.island is None

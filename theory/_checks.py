@@ -78,5 +78,5 @@ def finite_array(value: object, name: str) -> np.ndarray:
 
 
 def shrink(members_: int) -> float:
-    """(M-1)/M: the share of diversity an M-member average removes (THEORY.md T1)."""
+    """(M-1)/M: the share of diversity an M-member average removes (docs/theory.md T1)."""
     return (members_ - 1) / members_

@@ -1,4 +1,4 @@
-"""THEORY.md T2: the ensemble-decoupled acceptance test (seed 000, Thm 3.1) and its cost."""
+"""docs/theory.md T2: the ensemble-decoupled acceptance test (seed 000, Thm 3.1) and its cost."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from theory.errors import TheoryInputError
 
 
 def acceptance_threshold(members: int, diversity_base: float, diversity_candidate: float) -> float:
-    """THEORY.md T2: threshold ((M-1)/M) * (D_a - D_a') that Delta = E_a - E_a' must exceed.
+    """docs/theory.md T2: threshold ((M-1)/M) * (D_a - D_a') that Delta = E_a - E_a' must exceed.
 
     Negative when the candidate is more diverse: a worse single model can then be accepted.
     """
@@ -28,21 +28,21 @@ def predicted_improvement(
     error_candidate: float,
     diversity_candidate: float,
 ) -> float:
-    """THEORY.md T2: E_ens(a, M) - E_ens(a', M); > 0 means the candidate's ensemble is better."""
+    """docs/theory.md T2: E_ens(a, M) - E_ens(a', M); > 0 means the candidate's ensemble is better."""
     return ensemble_error(error_base, diversity_base, members) - ensemble_error(
         error_candidate, diversity_candidate, members
     )
 
 
 def accepts(delta: float, threshold: float) -> bool:
-    """THEORY.md T2: accept a' iff Delta > threshold, Delta = E_a - E_a' (strict: ties keep a)."""
+    """docs/theory.md T2: accept a' iff Delta > threshold, Delta = E_a - E_a' (strict: ties keep a)."""
     return chk.real(delta, "delta") > chk.real(threshold, "threshold")
 
 
 def variance_stable_threshold(
     members: int, variance: float, rho_base: float, rho_candidate: float
 ) -> float:
-    """THEORY.md T2 under variance stability (sigma_a'^2 ~ sigma_a^2).
+    """docs/theory.md T2 under variance stability (sigma_a'^2 ~ sigma_a^2).
 
     Threshold ((M-1)/M) sigma^2 (rho_a' - rho_a) for Delta = E_a - E_a'.
     """
@@ -54,7 +54,7 @@ def variance_stable_threshold(
 
 
 def search_cost(n_candidates: int, members: int, *, decoupled: bool) -> int:
-    """THEORY.md T2 cost (seed 000 §3.4): training runs to screen N candidates.
+    """docs/theory.md T2 cost (seed 000 §3.4): training runs to screen N candidates.
 
     Full check: M members per candidate, N*M. Decoupled: 2 instances per candidate plus M once
     for the winner, 2N + M.
@@ -76,7 +76,7 @@ _GRID = 801  # points per look: crossing probabilities accurate to ~1e-6 (tested
 
 
 def spent_alpha(fraction: float, alpha: float, rho: float) -> float:
-    """THEORY.md T2b: power-family error spending α·t^ρ, the type-I error spent by information fraction t.
+    """docs/theory.md T2b: power-family error spending α·t^ρ, the type-I error spent by information fraction t.
 
     ρ = 1 spends evenly (Pocock-like), ρ = 3 saves it for the end (O'Brien–Fleming-like)."""
     t = chk.unit(fraction, "fraction")
@@ -119,7 +119,7 @@ def _advance(state, t_k: float, bound: float, drift: float):
 
 
 def crossing_probabilities(bounds, fractions, drift: float = 0.0) -> np.ndarray:
-    """THEORY.md T2b: P(first crossing of the upper bound at look k), k = 1..K.
+    """docs/theory.md T2b: P(first crossing of the upper bound at look k), k = 1..K.
 
     Z_k = S(t_k)/sqrt(t_k) with S a Brownian motion of drift `drift` per unit information
     (drift = θ·sqrt(I_max) for a true gain θ), looks at information fractions t_k."""
@@ -136,7 +136,7 @@ def crossing_probabilities(bounds, fractions, drift: float = 0.0) -> np.ndarray:
 
 
 def sequential_bounds(fractions, alpha: float, rho: float = 2.0) -> np.ndarray:
-    """THEORY.md T2b: upper critical values c_k of a one-sided error-spending design.
+    """docs/theory.md T2b: upper critical values c_k of a one-sided error-spending design.
 
     P_0(Z_j < c_j for j < k, Z_k ≥ c_k) = α(t_k) − α(t_{k−1}) with α(t) = α·t^ρ, so the probability of
     ever crossing under a true gain of 0 is α, whenever the analyst stops (non-binding: stopping
@@ -155,7 +155,7 @@ def sequential_bounds(fractions, alpha: float, rho: float = 2.0) -> np.ndarray:
 
 def conditional_power(z: float, info: float, final_info: float, final_bound: float, *,
                       predictive: bool = True) -> float:
-    """THEORY.md T2b: chance that the final look crosses `final_bound`, given Z = z at information `info`.
+    """docs/theory.md T2b: chance that the final look crosses `final_bound`, given Z = z at information `info`.
 
     predictive=True averages over the gain's flat-prior posterior N(θ̂, 1/I) (Spiegelhalter et al.
     1986, "predictive power"); False plugs in θ̂ (stochastic curtailment under the current trend).

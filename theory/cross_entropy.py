@@ -1,4 +1,4 @@
-"""THEORY.md T6.3 and T6.4: LLM-NAS as a cross-entropy method (seed 003)."""
+"""docs/theory.md T6.3 and T6.4: LLM-NAS as a cross-entropy method (seed 003)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from theory.errors import TheoryInputError
 
 
 def elite_probability_lower_bound(rho0: float, cycles: int) -> float:
-    """THEORY.md T6.3: C_t >= 1 - (1 - rho0)^t.
+    """docs/theory.md T6.3: C_t >= 1 - (1 - rho0)^t.
 
     Read as: if every cycle produces an elite with probability at least rho0 (the starting elite
     rate; the CE update never lowers it), the probability that an elite has appeared within t
@@ -24,7 +24,7 @@ def elite_probability_lower_bound(rho0: float, cycles: int) -> float:
 
 
 def validity_probability(token_error_rate: float, tokens: float) -> float:
-    """THEORY.md T6.4: P(valid) = (1 - eps)^L when each of L emitted tokens breaks with prob eps."""
+    """docs/theory.md T6.4: P(valid) = (1 - eps)^L when each of L emitted tokens breaks with prob eps."""
     eps = chk.unit(token_error_rate, "token_error_rate")
     length = chk.nonneg(tokens, "tokens")
     if length == 0.0:
@@ -41,7 +41,7 @@ def fit_token_error_rate(
     token_counts: Sequence[float],
     weights: Sequence[float] | None = None,
 ) -> float:
-    """THEORY.md T6.4: fit eps in P(valid) = (1 - eps)^L to observed (rate, tokens) groups.
+    """docs/theory.md T6.4: fit eps in P(valid) = (1 - eps)^L to observed (rate, tokens) groups.
 
     Method: binomial maximum likelihood. Group i has validity rate r_i, mean emitted tokens L_i,
     and weight w_i (the number of programs in the group; equal weights when None). The

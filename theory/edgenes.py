@@ -1,4 +1,4 @@
-"""THEORY.md T4: EdgeNES Theorem 1 (seed 001 §2.2, eqs. 2.4-2.5).
+"""docs/theory.md T4: EdgeNES Theorem 1 (seed 001 §2.2, eqs. 2.4-2.5).
 
 What is counted (from the seed's proof): the optimal architecture alpha* keeps Lambda edges.
 At an optimisation step the trained architecture shares mu ~ U{1..Lambda} edges with alpha*,
@@ -18,7 +18,7 @@ from theory import _checks as chk
 
 
 def expected_updated_edges(n_members: int, edges_kept: int) -> float:
-    """THEORY.md T4 Theorem 1: E[m] = N (Lambda+1)^2 / (4 Lambda) per hypernetwork step.
+    """docs/theory.md T4 Theorem 1: E[m] = N (Lambda+1)^2 / (4 Lambda) per hypernetwork step.
 
     `n_members` is N, the size of the final ensemble (Algorithm 1 calls it n; its N is the
     candidate pool); `edges_kept` is Lambda.
@@ -29,7 +29,7 @@ def expected_updated_edges(n_members: int, edges_kept: int) -> float:
 
 
 def speedup_over_darts_ensembling(n_members: int, edges_kept: int) -> float:
-    """THEORY.md T4 eq. 2.5: m_H / m_DE = N (Lambda+1)^2 / (4 Lambda^2).
+    """docs/theory.md T4 eq. 2.5: m_H / m_DE = N (Lambda+1)^2 / (4 Lambda^2).
 
     A ratio of per-step rates of updated final-ensemble edges, not wall-clock time: DARTS
     ensembling trains one run at a time, so each step updates exactly that run's Lambda final

@@ -1,4 +1,4 @@
-"""THEORY.md T1: homogeneous ensemble error and the Krogh-Vedelsby decomposition.
+"""docs/theory.md T1: homogeneous ensemble error and the Krogh-Vedelsby decomposition.
 
 Error is squared error on predicted probabilities summed over classes (Brier score for
 classification), averaged over validation examples.
@@ -15,7 +15,7 @@ from theory.errors import TheoryInputError
 
 
 def diversity(variance: float, correlation: float) -> float:
-    """THEORY.md T1: D = (1 - rho) * sigma^2 for one architecture.
+    """docs/theory.md T1: D = (1 - rho) * sigma^2 for one architecture.
 
     `variance` is the per-member prediction variance sigma^2 (>= 0), `correlation` the pairwise
     correlation rho of independently trained instances (in [-1, 1]).
@@ -26,7 +26,7 @@ def diversity(variance: float, correlation: float) -> float:
 
 
 def ensemble_error(member_error: float, diversity: float, members: int) -> float:
-    """THEORY.md T1: E_ens(a, M) = E_a - ((M-1)/M) * D_a for a homogeneous M-member average."""
+    """docs/theory.md T1: E_ens(a, M) = E_a - ((M-1)/M) * D_a for a homogeneous M-member average."""
     err = chk.nonneg(member_error, "member_error")
     div = chk.nonneg(diversity, "diversity")
     m = chk.members(members)
@@ -34,7 +34,7 @@ def ensemble_error(member_error: float, diversity: float, members: int) -> float
 
 
 def homogeneous_ambiguity(variance: float, correlation: float, members: int) -> float:
-    """THEORY.md T1: mean ambiguity under homogeneity, A = ((M-1)/M) * (1 - rho) * sigma^2."""
+    """docs/theory.md T1: mean ambiguity under homogeneity, A = ((M-1)/M) * (1 - rho) * sigma^2."""
     m = chk.members(members)
     return chk.shrink(m) * diversity(variance, correlation)
 
@@ -50,7 +50,7 @@ def _pair(f1: object, f2: object) -> tuple[np.ndarray, np.ndarray]:
 
 
 def diversity_from_two_instances(f1: np.ndarray, f2: np.ndarray) -> float:
-    """THEORY.md T1: D_hat = 1/2 * mean_x ||f1(x) - f2(x)||^2 from two independent instances.
+    """docs/theory.md T1: D_hat = 1/2 * mean_x ||f1(x) - f2(x)||^2 from two independent instances.
 
     Arrays are [n] (one output per example) or [n, C] (the norm sums over all trailing axes).
     Why 1/2: E||f1 - f2||^2 = 2 (1 - rho) sigma^2 for two exchangeable instances.
@@ -63,7 +63,7 @@ def diversity_from_two_instances(f1: np.ndarray, f2: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class KroghVedelsby:
-    """THEORY.md T1: E_ens = mean_member_error - mean_ambiguity (exact)."""
+    """docs/theory.md T1: E_ens = mean_member_error - mean_ambiguity (exact)."""
 
     ensemble_error: float
     mean_member_error: float
@@ -71,7 +71,7 @@ class KroghVedelsby:
 
 
 def krogh_vedelsby(member_predictions: np.ndarray, targets: np.ndarray) -> KroghVedelsby:
-    """THEORY.md T1: Krogh-Vedelsby decomposition of a uniformly averaged ensemble.
+    """docs/theory.md T1: Krogh-Vedelsby decomposition of a uniformly averaged ensemble.
 
     `member_predictions` is [M, n, C] (or [M, n]); `targets` is [n, C] (or [n]). Squared error is
     summed over classes and averaged over examples; the identity E_ens = Ebar - Abar is exact.

@@ -4,4 +4,4 @@ from __future__ import annotations
 
 
 class TheoryInputError(ValueError):
-    """An argument is outside the domain of the THEORY.md result being evaluated."""
+    """An argument is outside the domain of the docs/theory.md result being evaluated."""

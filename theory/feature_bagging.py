@@ -1,4 +1,4 @@
-"""THEORY.md T3: closed form for feature bagging (seed 000 §5; forms reconstructed).
+"""docs/theory.md T3: closed form for feature bagging (seed 000 §5; forms reconstructed).
 
 Model: E(p) = e0 + c (1-p)^2, rho(p) = rho0 * p, sigma^2(p) = sigma2, for feature fraction p.
 """
@@ -30,7 +30,7 @@ def _fraction(p: object) -> np.ndarray:
 def u_curve_error(
     p: float | np.ndarray, *, e0: float, c: float, rho0: float, sigma2: float, members: int
 ) -> float | np.ndarray:
-    """THEORY.md T3: E_ens(p) = e0 + c (1-p)^2 - ((M-1)/M) (1 - rho0 p) sigma2.
+    """docs/theory.md T3: E_ens(p) = e0 + c (1-p)^2 - ((M-1)/M) (1 - rho0 p) sigma2.
 
     `p` may be a scalar (returns float) or an array (returns an array of the same shape).
     """
@@ -44,7 +44,7 @@ def u_curve_error(
 def optimal_fraction(
     *, e0: float, c: float, rho0: float, sigma2: float, members: int, p_min: float = 0.05
 ) -> float:
-    """THEORY.md T3: p* = 1 - (M-1) rho0 sigma2 / (2 c M), clipped to [p_min, 1].
+    """docs/theory.md T3: p* = 1 - (M-1) rho0 sigma2 / (2 c M), clipped to [p_min, 1].
 
     The drop rate is 1 - p*. e0 does not move the optimum; it is validated for symmetry.
     Why the clip is exact: E_ens(p) is a convex parabola, so its constrained minimum is the
@@ -62,7 +62,7 @@ def optimal_fraction(
 def optimal_ensemble_error(
     *, e0: float, c: float, rho0: float, sigma2: float, members: int, p_min: float = 0.05
 ) -> float:
-    """THEORY.md T3: E_ens at the clipped p*.
+    """docs/theory.md T3: E_ens at the clipped p*.
 
     When p* is not clipped this equals E0 - base_diversity_gain - dropout_gain.
     """
@@ -72,13 +72,13 @@ def optimal_ensemble_error(
 
 
 def dropout_gain(*, c: float, rho0: float, sigma2: float, members: int) -> float:
-    """THEORY.md T3: [((M-1)/M) rho0 sigma2]^2 / (4c), the gain of p* over p = 1 (unclipped p*)."""
+    """docs/theory.md T3: [((M-1)/M) rho0 sigma2]^2 / (4c), the gain of p* over p = 1 (unclipped p*)."""
     c_, r0, s2, m = _params(c, rho0, sigma2, members)
     return (chk.shrink(m) * r0 * s2) ** 2 / (4.0 * c_)
 
 
 def base_diversity_gain(*, rho0: float, sigma2: float, members: int) -> float:
-    """THEORY.md T3: ((M-1)/M)(1 - rho0) sigma2, the ensemble's gain over E0 at p = 1."""
+    """docs/theory.md T3: ((M-1)/M)(1 - rho0) sigma2, the ensemble's gain over E0 at p = 1."""
     r0 = chk.unit(rho0, "rho0")
     s2 = chk.nonneg(sigma2, "sigma2")
     m = chk.members(members)

@@ -1,4 +1,4 @@
-"""THEORY.md T3: least-squares fit of the feature-bagging model from dual-learner runs.
+"""docs/theory.md T3: least-squares fit of the feature-bagging model from dual-learner runs.
 
 Input: for a few feature fractions p_j, the statistics of two (or more) instances trained at p_j
 (mean member error E_j, correlation rho_j, prediction variance sigma2_j, optionally the measured
@@ -10,7 +10,7 @@ Three models, all linear least squares and all of the form
     E(p) = e0 + c (1-p)^2,     D(p) = D1 + g (1-p)        (D = (1 - rho) sigma2, T1)
     E_ens(p) = E(p) - ((M-1)/M) D(p),   p* = 1 - ((M-1)/M) g / (2c)   (clipped to [p_min, 1])
 
-- "paper"  (THEORY.md T3 as stated): rho(p) = rho0 p through the origin, sigma2 constant;
+- "paper"  (docs/theory.md T3 as stated): rho(p) = rho0 p through the origin, sigma2 constant;
   so D1 = (1-rho0) sigma2 and g = rho0 sigma2. Evaluated with theory.feature_bagging.
 - "affine" (beyond the paper): rho(p) = rho1 - b (1-p), sigma2 constant: the correlation at
   p = 1 need not equal its slope; D1 = (1-rho1) sigma2, g = b sigma2.
@@ -82,7 +82,7 @@ class FeatureBaggingFit:
         return float(out) if out.ndim == 0 else out
 
     def ensemble_error(self, p: float | np.ndarray, members: int) -> float | np.ndarray:
-        """E_ens(p) for an M-member ensemble (THEORY.md T3 with the fitted line for D)."""
+        """E_ens(p) for an M-member ensemble (docs/theory.md T3 with the fitted line for D)."""
         m = chk.members(members)
         if self.model == "paper":
             return fb.u_curve_error(p, e0=self.e0, c=self.c, rho0=self.rho1, sigma2=self.sigma2, members=m)
@@ -120,7 +120,7 @@ class FeatureBaggingFit:
         return (chk.shrink(chk.members(members)) * self.g) ** 2 / (4.0 * self.c)
 
     def t2_check(self, members: int, *, p_min: float = 0.05) -> dict[str, float | bool]:
-        """THEORY.md T2 for candidate p* against baseline p = 1, on the fitted model:
+        """docs/theory.md T2 for candidate p* against baseline p = 1, on the fitted model:
         Delta = E(1) - E(p*) must exceed ((M-1)/M)(D(1) - D(p*)). With g > 0 the threshold is
         negative (p* is more diverse), so a worse single model can be accepted."""
         m = chk.members(members)

@@ -1,4 +1,4 @@
-"""THEORY.md T6.6: proxy reliability from the signal-to-noise ratio (seed 003)."""
+"""docs/theory.md T6.6: proxy reliability from the signal-to-noise ratio (seed 003)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from theory.errors import TheoryInputError
 
 
 def signal_to_noise(var_arch: float, var_noise: float) -> float:
-    """THEORY.md T6.6: SNR = sigma^2_arch / sigma^2_noise (inf when the proxy has no noise)."""
+    """docs/theory.md T6.6: SNR = sigma^2_arch / sigma^2_noise (inf when the proxy has no noise)."""
     arch = chk.nonneg(var_arch, "var_arch")
     noise = chk.nonneg(var_noise, "var_noise")
     if noise == 0.0:
@@ -21,7 +21,7 @@ def signal_to_noise(var_arch: float, var_noise: float) -> float:
 
 
 def pearson_from_snr(snr: float) -> float:
-    """THEORY.md T6.6: rho_P = sqrt(SNR / (1 + SNR)) for proxy = quality + independent noise."""
+    """docs/theory.md T6.6: rho_P = sqrt(SNR / (1 + SNR)) for proxy = quality + independent noise."""
     if isinstance(snr, numbers.Real) and not isinstance(snr, bool) and snr == math.inf:
         return 1.0  # noiseless proxy: the limit of the formula
     value = chk.nonneg(snr, "snr")
@@ -29,11 +29,11 @@ def pearson_from_snr(snr: float) -> float:
 
 
 def spearman_from_pearson(rho_p: float) -> float:
-    """THEORY.md T6.6: rho_S = (6/pi) asin(rho_P / 2) under joint normality."""
+    """docs/theory.md T6.6: rho_S = (6/pi) asin(rho_P / 2) under joint normality."""
     rho = chk.correlation(rho_p, "rho_p")
     return 6.0 / math.pi * math.asin(rho / 2.0)
 
 
 def predicted_rank_correlation(var_arch: float, var_noise: float) -> float:
-    """THEORY.md T6.6: Spearman correlation of proxy and true quality predicted from the SNR."""
+    """docs/theory.md T6.6: Spearman correlation of proxy and true quality predicted from the SNR."""
     return spearman_from_pearson(pearson_from_snr(signal_to_noise(var_arch, var_noise)))

@@ -1,4 +1,4 @@
-"""THEORY.md T5: RACHEL actor-critic quantities (seed 002): returns and advantages."""
+"""docs/theory.md T5: RACHEL actor-critic quantities (seed 002): returns and advantages."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from theory.errors import TheoryInputError
 
 
 def discounted_returns(rewards: Sequence[float], gamma: float) -> np.ndarray:
-    """THEORY.md T5: G_t = sum_k gamma^k r_{t+k}; the episode ends after the last reward.
+    """docs/theory.md T5: G_t = sum_k gamma^k r_{t+k}; the episode ends after the last reward.
 
     RACHEL uses gamma = 0.9; any gamma in [0, 1] is accepted.
     """
@@ -30,7 +30,7 @@ def discounted_returns(rewards: Sequence[float], gamma: float) -> np.ndarray:
 def advantages(
     returns: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray
 ) -> np.ndarray:
-    """THEORY.md T5: A = r - V(s), elementwise; shapes must match."""
+    """docs/theory.md T5: A = r - V(s), elementwise; shapes must match."""
     ret = chk.finite_array(returns, "returns")
     val = chk.finite_array(values, "values")
     if ret.shape != val.shape:

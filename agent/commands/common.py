@@ -4,11 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from evaluator.evaluate import Evaluator
 from evaluator.failures import ConfigError
-from evaluator.tasks import TaskConfig, get_task
-from sandbox import Limits, make_sandbox
-from sandbox.select import resolve_sandbox_name
 
 
 def add_task_options(p: argparse.ArgumentParser) -> None:
@@ -23,26 +19,40 @@ def add_task_options(p: argparse.ArgumentParser) -> None:
 
 
 def read_program(path: str) -> str:
+    """The program's text; checked before any data is loaded or sandbox started."""
+    file = Path(path)
+    if not file.exists():
+        raise ConfigError(f"program {path} does not exist")
     try:
-        return Path(path).read_text()
+        return file.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read program {path}: {exc}") from exc
 
 
-def task_from_args(args: argparse.Namespace) -> TaskConfig:
+def task_from_args(args: argparse.Namespace):
+    from evaluator.tasks import get_task
     task = get_task(args.task, data_path=args.data_path)
     if args.epochs:
         task = task.model_copy(update={"budget": task.budget.model_copy(update={"epochs": args.epochs})})
     return task
 
 
-def evaluator_from_args(args: argparse.Namespace, task: TaskConfig) -> Evaluator:
+def evaluator_from_args(args: argparse.Namespace, task):
+    from evaluator.evaluate import Evaluator
+    from sandbox import Limits, make_sandbox
+    from sandbox.select import resolve_sandbox_name
     limits = Limits(timeout_s=args.timeout, memory_mb=args.memory_mb, cpus=float(args.threads))
     sandbox = make_sandbox(resolve_sandbox_name(args.sandbox))
     sandbox.check_available()
     return Evaluator(task=task, sandbox=sandbox, limits=limits, threads=args.threads)
 
 
+def columns(text: str) -> int:
+    """Terminal columns of text: combining marks (the hat of D̂) take none."""
+    import unicodedata
+    return sum(not unicodedata.combining(ch) for ch in text)
+
+
 def table(rows: list[tuple[str, str]]) -> str:
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+    width = max(columns(k) for k, _ in rows)
+    return "\n".join(f"  {k}{' ' * (width - columns(k))}  {v}" for k, v in rows)

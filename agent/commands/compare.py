@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 from agent.commands.common import add_task_options, evaluator_from_args, read_program, table, task_from_args
-from evaluator.acceptance import AcceptanceConfig, acceptance_test, full_ensemble_test
 from evaluator.failures import EvaluationFailed
 
 
@@ -21,16 +20,18 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    sources = {"base": read_program(args.base), "candidate": read_program(args.candidate)}  # before any data
     task = task_from_args(args)
     members = args.members or task.members
     evaluator = evaluator_from_args(args, task)
     instances = members if args.full else 2
     results = {}
     for role, path in (("base", args.base), ("candidate", args.candidate)):
-        r = evaluator.evaluate(read_program(path), instances=instances)
+        r = evaluator.evaluate(sources[role], instances=instances)
         if not r.ok:
             raise EvaluationFailed(r.reason, f"{role} {path}: {r.detail}")
         results[role] = r
+    from evaluator.acceptance import AcceptanceConfig, acceptance_test, full_ensemble_test
     config = AcceptanceConfig(members=members, alpha=args.alpha, require_confident=not args.point)
     test = full_ensemble_test if args.full else acceptance_test
     decision = test(results["base"].val_probs, results["candidate"].val_probs, evaluator.data.y_val, config)

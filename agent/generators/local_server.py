@@ -1,8 +1,9 @@
-"""Start a local OpenAI-compatible server (llama-cpp-python's) on 127.0.0.1 for a GGUF file.
+"""Start llama.cpp's OpenAI-compatible server on 127.0.0.1 for a GGUF file (and LoRA adapters).
 
-Used by the tests and benchmarks of the `openai` backend, and by users who want the fastest CPU
-path for the bundled model: ``llama_cpp.server`` decodes SmolLM2-135M several times faster than
-transformers on a CPU. Needs the extra ``llama-cpp-python[server]``.
+The server is llama.cpp's own C++ server from the prebuilt ``xllamacpp`` wheel (no compiler at
+install time), run in a child process (agent/generators/llama_server.py) whose output goes to a
+log file and which dies with the process that started it. Used by the `llama_cpp` backend (the
+default of `ensnas run`), and by the tests and benchmarks of the `openai` backend.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import http.client
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.generators.base import GeneratorError, GeneratorUnavailable, bundled_gguf
+from agent.generators.base import GeneratorError, GeneratorUnavailable
+
+SERVER_SCRIPT = Path(__file__).with_name("llama_server.py")
 
 
 def _die_with_parent() -> None:
@@ -59,22 +62,28 @@ class LocalServer:
 
 
 def start_llama_server(*, model: str | Path | None = None, threads: int = 1, n_ctx: int = 4096,
-                       log_path: Path | None = None, startup_timeout_s: float = 120.0) -> LocalServer:
-    """Serve `model` (default: the bundled GGUF) and wait until /v1/models answers.
+                       loras: list[str | Path] = (), chat_template: str | None = None,
+                       log_path: Path | None = None, startup_timeout_s: float = 180.0) -> LocalServer:
+    """Serve `model` (default: the catalogue's default model) and wait until /v1/models answers.
 
     threads = 1 by default: on a shared CPU, llama.cpp with more threads than free cores
     busy-waits and slows down by orders of magnitude.
     """
-    for mod in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette"):
-        if importlib.util.find_spec(mod) is None:
-            raise GeneratorUnavailable("a local server needs `pip install 'llama-cpp-python[server]'` "
-                                       f"({mod} is missing)")
-    model = Path(model) if model else bundled_gguf()
+    if importlib.util.find_spec("xllamacpp") is None:
+        raise GeneratorUnavailable("the llama.cpp server needs the `xllamacpp` package (pip install xllamacpp)")
+    if model is None:
+        from agent.generators.catalogue import DEFAULT_MODEL, model_file
+        model = model_file(DEFAULT_MODEL)
     port = free_port()
     log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"ensnas-llama-server-{port}.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-           "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-           "--n_ctx", str(n_ctx)]
+    cmd = [sys.executable, str(SERVER_SCRIPT), "--model", str(model), "--port", str(port),
+           "--threads", str(threads), "--ctx", str(n_ctx)]
+    for lora in loras:
+        cmd += ["--lora", str(lora)]
+    if chat_template is not None:
+        template_file = log_path.with_suffix(".chat_template.jinja")
+        template_file.write_text(chat_template)
+        cmd += ["--chat-template-file", str(template_file)]
     log = open(log_path, "wb")
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                preexec_fn=_die_with_parent)
@@ -84,15 +93,17 @@ def start_llama_server(*, model: str | Path | None = None, threads: int = 1, n_c
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:]
-            raise GeneratorError(f"llama_cpp.server exited with {process.returncode}: {tail}")
+            raise GeneratorError(f"the llama.cpp server exited with {process.returncode}: {tail}")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)   # direct: never through a proxy
         try:
             conn.request("GET", "/v1/models")
-            if json.loads(conn.getresponse().read()).get("data") is not None:
+            resp = conn.getresponse()
+            if resp.status == 200 and json.loads(resp.read()).get("data") is not None:
                 return server
         except (OSError, ValueError, http.client.HTTPException):
-            time.sleep(0.5)
+            pass
         finally:
             conn.close()
+        time.sleep(0.3)
     server.stop()
-    raise GeneratorError(f"llama_cpp.server did not answer within {startup_timeout_s:.0f} s (log: {log_path})")
+    raise GeneratorError(f"the llama.cpp server did not answer within {startup_timeout_s:.0f} s (log: {log_path})")

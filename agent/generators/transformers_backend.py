@@ -28,6 +28,10 @@ def load_base(directory: Path, gguf_file: str | None, dtype: str = "float32") ->
         if key not in _CACHE:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+            # transformers logs through its own stderr handler; ours (the run's log file) instead
+            hf_logging.disable_default_handler()
+            hf_logging.enable_propagation()
             kwargs = {"gguf_file": gguf_file} if gguf_file else {}
             try:
                 tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)

@@ -7,6 +7,7 @@ cycle, rewards per arm from decided candidates), so a resumed run continues exac
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Protocol, Sequence
@@ -17,18 +18,21 @@ from agent.population import bandit
 from agent.population.config import PopulationConfig
 from agent.population.migration import due, plan_migrations
 from agent.population.pareto import (DominanceRule, Member, Relation, error_best, hypervolume, normalised, place)
-from agent.population.plan import PlanConfig, Slot, arm_name, plan_slots
+from agent.population.plan import PlanConfig, Slot, arm_name, plan_slots, split_arm
+from agent.proposers.base import ProgramRecord
 from agent.store import TERMINAL, CandidateRow, RunStore
 from evaluator.statistics import predicted_from_dict
 
 
-class Judge(Protocol):
+class Judge(Protocol):   # agent.population.judge.GateJudge
     def relation(self, a: Member, b: Member) -> Relation: ...
     def decision(self, candidate: int, baseline: int) -> dict: ...
+    def statistics(self, cid: int, current: dict | None) -> dict | None: ...
 
 
-def member_of(row: CandidateRow, members: int, latency_batch: int = 1) -> Member:
-    """A stored, evaluated candidate as an archive member; unmeasured costs count as infinite."""
+def member_of(row: CandidateRow | ProgramRecord, members: int, latency_batch: int = 1) -> Member:
+    """A stored, evaluated candidate (or a proposer's record of one) as an archive member;
+    unmeasured costs count as infinite."""
     latency = (row.latency or {}).get(f"batch_{latency_batch}_ms")
     return Member(id=row.id, error=predicted_from_dict(row.statistics, members),
                   params=float(row.param_count) if row.param_count is not None else math.inf,
@@ -46,13 +50,11 @@ class Population:
     def __init__(self, *, store: RunStore, config: PopulationConfig, members: int, seed: int) -> None:
         self.store, self.config, self.members, self.seed = store, config, members, seed
         self.rule = DominanceRule(objectives=tuple(config.objectives), tolerance=dict(config.tolerance))
-        self._members: dict[int, Member] = {}
 
     # -- reading the store -------------------------------------------------------------
     def member(self, cid: int) -> Member:
-        if cid not in self._members:  # objectives never change once evaluated
-            self._members[cid] = member_of(self.store.candidate(cid), self.members, self.config.latency_batch)
-        return self._members[cid]
+        """Read afresh: the gate may have trained more instances and updated the statistics."""
+        return member_of(self.store.candidate(cid), self.members, self.config.latency_batch)
 
     def archives(self, at_cycle: int | None = None) -> list[list[Member]]:
         out: list[list[Member]] = [[] for _ in range(self.config.islands)]
@@ -75,39 +77,60 @@ class Population:
              fixed: dict[str, int] | None = None) -> CyclePlan:
         """The cycle's allocation and slots from the state after cycle `through_cycle` (the loop's lag)."""
         rng = np.random.default_rng([self.seed, cycle, 15])
+        archives = self.archives(at_cycle=through_cycle)
+        crossing = {"crossover", arm_name("llm", "crossover")}
+        if len({m.id for a in archives for m in a}) < 2:  # nothing to cross yet: those arms sit this cycle out
+            arms = [a for a in arms if a not in crossing] or list(arms)
         state = self.bandit_state(arms, through_cycle)
         if self.config.bandit == "off":
-            allocation = dict(fixed or {arm: 0 for arm in arms})
+            allocation = {a: n for a, n in (fixed or {}).items() if a in arms}
         else:
-            allocation = bandit.allocate(state, budget, rng, policy=self.config.bandit)
+            allocation = bandit.allocate(state, budget, rng, policy=self.config.bandit,
+                                         group=lambda arm: split_arm(arm)[0])
         c = self.config
-        slots = plan_slots({a: n for a, n in allocation.items() if n}, self.archives(at_cycle=through_cycle), rng,
+        slots = plan_slots({a: n for a, n in allocation.items() if n}, archives, rng,
                            PlanConfig(exploit=c.exploit, power=c.rank_power, inspirations=c.inspirations,
                                       objectives=tuple(c.objectives),
-                                      crossover_arms=frozenset({"crossover", arm_name("llm", "crossover")})))
+                                      crossover_arms=frozenset(crossing)))
         return CyclePlan(allocation=allocation, slots=slots, state=state)
 
     # -- decisions ---------------------------------------------------------------------
     def decide(self, cycle: int, judge: Judge) -> dict:
         """Place each evaluated candidate of the cycle on its island (in id order), then migrate if
-        due; every other terminal candidate of the cycle gets reward 0. Returns the cycle summary."""
+        due; every other terminal candidate of the cycle gets reward 0. Returns the cycle summary
+        (stored as state population:cycle:<n> with the migrations, so deciding again is a no-op)."""
+        done = self.store.get_state(f"population:cycle:{cycle}")
+        if done is not None:  # decided before a kill: everything below committed with this summary
+            return done
         archives = self.archives()
-        entered = 0
         for row in self.store.candidates(cycle=cycle, status="evaluated"):
             island = row.island if row.island is not None else 0
-            cand = self.member(row.id)
+            best = error_best(archives[island])
+            # the gate's full test against the island's best (training what it asks for), then
+            # dominance readings against every member on the instances stored now
+            gate = judge.decision(row.id, best.id)
+            stats = {cid: judge.statistics(cid, self.store.candidate(cid).statistics) for cid in (row.id, best.id)}
+            fresh = {cid: dataclasses.replace(self.member(cid), error=predicted_from_dict(st, self.members))
+                     for cid, st in stats.items() if st is not None}
+            archives[island] = [fresh.get(m.id, m) for m in archives[island]]
+            cand = fresh.get(row.id) or self.member(row.id)
             placement = place(archives[island], cand, judge.relation, self.rule, self.config.capacity)
-            base = row.parent_id if row.parent_id is not None else error_best(archives[island]).id
-            gate = judge.decision(row.id, base)
-            info = dict(gate, vs_baseline=gate["reason"], mode="pareto", island=island,
-                        dominated_by=list(placement.update.dominated_by), removed=list(placement.update.removed),
-                        pruned=list(placement.pruned), error_relations=placement.update.error_relations,
-                        reward=float(placement.entered), reason=_explain(placement, island))
+            reward = float(placement.entered)
+            if self.config.reward == "hypervolume" and placement.entered:
+                before, after = self.hypervolumes([archives[island], placement.members_after(archives[island], cand)])
+                reward = float(after > before * (1 + 1e-9))
+            info = dict(gate, gate_accept=gate["accept"], accept=placement.entered, vs_baseline=gate["reason"],
+                        mode="pareto", island=island, dominated_by=list(placement.update.dominated_by),
+                        removed=list(placement.update.removed), pruned=list(placement.pruned),
+                        error_relations=placement.update.error_relations, reward=reward,
+                        reason=_explain(placement, island))
             with self.store.transaction() as db:
+                for cid, st in stats.items():
+                    if st is not None:
+                        self.store.set_statistics(db, cid, st)
                 self.store.set_decision(db, row.id, accepted=placement.entered, decision=info)
                 self._apply(db, island, cand.id, placement, cycle, origin="entered")
             archives[island] = placement.members_after(archives[island], cand)
-            entered += placement.entered
         migrations = []
         with self.store.transaction() as db:  # all of a cycle's migrations and the incumbent commit together
             if due(cycle, self.config.migrate_every, self.config.islands):
@@ -120,8 +143,11 @@ class Population:
                                        "entered": placement.entered})
             best = error_best([m for a in archives for m in a])
             self.store.set_state("incumbent", best.id, db)
-        return {"entered": entered, "migrations": migrations, "incumbent": best.id,
-                "archive_sizes": [len(a) for a in archives], "hypervolume": self.hypervolumes(archives)}
+            entered = sum(r.status == "accepted" for r in self.store.candidates(cycle=cycle))
+            summary = {"entered": entered, "migrations": migrations, "incumbent": best.id,
+                       "archive_sizes": [len(a) for a in archives], "hypervolume": self.hypervolumes(archives)}
+            self.store.set_state(f"population:cycle:{cycle}", summary, db)
+        return summary
 
     def _apply(self, db, island: int, cid: int, placement, cycle: int, *, origin: str) -> None:
         for gone in placement.update.removed:

@@ -81,7 +81,8 @@ def plan_slots(allocation: dict[str, int], archives: Sequence[Sequence[Member]],
                     (parent, second), how = pair, "pair"
             else:
                 parent, how = sample_parent(archive, rng, exploit=config.exploit, power=config.power)
-            inspirations = pick_inspirations(archive, parent, rng, config.inspirations, config.objectives)
+            others = [m for m in archive if second is None or m.id != second.id]  # the second parent is shown already
+            inspirations = pick_inspirations(others, parent, rng, config.inspirations, config.objectives)
             slots.append(Slot(arm=arm, island=island, parent=parent.id, second_parent=second.id if second else None,
                               inspirations=tuple(m.id for m in inspirations), how=how,
                               operator=operator or ("crossover" if arm in config.crossover_arms else None)))

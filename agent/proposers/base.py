@@ -29,6 +29,8 @@ class ProgramRecord:
     statistics: dict[str, Any] | None = None   # EnsembleStatistics.as_dict() when evaluated
     decision: dict[str, Any] | None = None     # Decision.as_dict() when compared
     diff: str = ""
+    param_count: int | None = None
+    latency: dict[str, float] | None = None    # evaluator.latency: batch_1_ms, batch_256_ms
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,4 @@
-"""The closed-form feature-bagging proposer (seed 000 §5, THEORY.md T3).
+"""The closed-form feature-bagging proposer (seed 000 §5, docs/theory.md T3).
 
 Strategy: run the incumbent program as dual learners (two instances) at a few feature fractions
 p through the sandboxed Evaluator, fit E0, c, rho0, sigma2 by least squares

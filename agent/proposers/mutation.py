@@ -100,14 +100,16 @@ def predicted_error(record: ProgramRecord, members: int) -> float:
 @register_proposer("evolution")
 class RegularizedEvolution(Proposer):
     """Aging evolution (Real et al. 2019): the population is the P most recent evaluated programs
-    (the oldest dies as new ones arrive); a tournament of S picks the parent by predicted
-    M-ensemble error; the child is a mutation of it."""
+    (the oldest dies as new ones arrive), or, in the population search, the island's Pareto archive;
+    a tournament of S picks the parent by predicted M-ensemble error; the child is a mutation of it."""
 
     def __init__(self, *, population: int = 10, tournament: int = 3, max_edits: int = 2) -> None:
         self.population, self.tournament, self.max_edits = population, tournament, max_edits
 
     def propose(self, ctx: ProposalContext, n: int) -> list[Candidate]:
-        alive = [r for r in ctx.history if r.statistics and r.source][: self.population]
+        # in the population search the island's archive is the population; otherwise the recent programs
+        pool = ctx.elites if ctx.island is not None else ctx.history
+        alive = [r for r in pool if r.statistics and r.source][: self.population]
         if ctx.incumbent not in alive:
             alive.append(ctx.incumbent)
         out = []

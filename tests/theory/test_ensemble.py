@@ -136,7 +136,7 @@ def test_every_public_function_names_its_result():
     for name in theory.__all__:
         obj = getattr(theory, name)
         if name != "TheoryInputError":
-            assert "THEORY.md T" in (obj.__doc__ or ""), name
+            assert "docs/theory.md T" in (obj.__doc__ or ""), name
 
 
 

@@ -1,4 +1,4 @@
-"""RACHEL's actor-critic controller (seed 002 §2.3, THEORY.md T5), readable top to bottom.
+"""RACHEL's actor-critic controller (seed 002 §2.3, docs/theory.md T5), readable top to bottom.
 
 Policy: an LSTM cell started from one fixed random input tensor. For each of up to
 `max_new_layers` potential layers it emits three tokens, each fed back (embedded) as the next

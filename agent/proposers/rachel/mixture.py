@@ -1,4 +1,4 @@
-"""Ensemble mixture weights fitted on validation, and RACHEL's safety net (THEORY.md T5).
+"""Ensemble mixture weights fitted on validation, and RACHEL's safety net (docs/theory.md T5).
 
 The ensemble combines members by a weighted average of their logits, with weights
 w = softmax(theta) on the simplex, and is scored by validation cross-entropy:

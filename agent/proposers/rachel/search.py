@@ -1,4 +1,4 @@
-"""The RACHEL loop (seed 002, Algorithm 1; THEORY.md T5) and its random-controller ablation.
+"""The RACHEL loop (seed 002, Algorithm 1; docs/theory.md T5) and its random-controller ablation.
 
     for each iteration:
         the controller samples `candidates` token sequences; each appends up to max_new_layers

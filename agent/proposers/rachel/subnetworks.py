@@ -1,4 +1,4 @@
-"""RACHEL subnetworks (seed 002, THEORY.md T5): blocks, growth by appending layers, rendering.
+"""RACHEL subnetworks (seed 002, docs/theory.md T5): blocks, growth by appending layers, rendering.
 
 A subnetwork is a sequence of blocks followed by a fixed head. The controller grows the
 previous best subnetwork by appending up to `max_new_layers` blocks; every block is a
