@@ -13,13 +13,17 @@ step away in width, depth, dropout or activation; both directions of each pair a
   replicates; both sides share them, as in the loop); the seed-noise prior from 4 instances of the
   task's seed architecture on seeds 20000+4r.. (another architecture, as in a real run).
 - methods: the point test (2 instances), the old bounded test (2 instances, α = 0.1, pooled noise
-  from the seed's 4 instances: what the loop did before issue 18) and the sequential test (from 2,
-  up to 6 paired instances; α = 0.05).
+  from the seed's 4 instances: what the loop did before issue 18), the sequential test (from 2,
+  up to 6 paired instances; α = 0.05) and, as equal-cost references for it, one look at 3 or 4
+  paired instances (Student-t on the pair's own noise, α = 0.05).
 - per gap class of the true relative gain (tie < 1 %, small 1–3 %, clear > 3 %): P(correct), the
-  false-accept rate (accepts among truly-not-better decisions), power (accepts among truly-better)
-  and instances per decision (candidate; and incumbent instances added, from 2).
+  false-accept rate (accepts among truly-not-better decisions), power (accepts among truly-better),
+  each with a 95 % interval (pair-cluster bootstrap, at least as wide as Wilson), and instances per
+  decision (candidate; and incumbent instances added, from 2).
+- held-out replay: the sequential test's design was chosen looking at BASES' pairs, so the same
+  decisions are replayed on a base never looked at before (HELD_OUT) and its neighbours, 6 replicates.
 
-    python benchmarks/acceptance_fidelity.py [--tasks digits fashion-6k] [--replicates 12]
+    python benchmarks/acceptance_fidelity.py [--tasks digits fashion-6k] [--replicates 12] [--held-out-replicates 6]
     python benchmarks/acceptance_fidelity.py --sweep   # + sensitivity of the sequential test's knobs
 
 Instances are trained once, in-process with the worker's training code on one torch thread, and
