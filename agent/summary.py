@@ -107,7 +107,8 @@ def end_summary(store, report: dict, run_dir: Path, *, wall_seconds: float | Non
                      f"print(load.load_ensemble())\"   (load.predict(raw_inputs) applies the task's preprocessing)")
         lines.append("  load.py imports the candidate's program.py: run it only on code you trust")
     report_json = Path(run_dir) / "report.json"
-    pages = [str(p) for p in (report_json if report_json.exists() else None, html) if p]
-    if pages:
-        lines.append(f"report: {', '.join(pages)}  (ensnas report {run_dir} rewrites the HTML page)")
+    if html:   # the page first and alone on its line: it is what a person opens (and what tools grep for)
+        lines.append(f"report: {html}  (open it in a browser; ensnas report {run_dir} rewrites it)")
+    if report_json.exists():
+        lines.append(f"data: {report_json}")
     return "\n".join(lines)

@@ -39,7 +39,7 @@ from pathlib import Path
 from evaluator.failures import SandboxUnavailable
 from sandbox.base import SOURCE_ROOT
 
-VIEW_VERSION = 1  # bump when the allow-list rules change
+VIEW_VERSION = 2  # bump when the allow-list rules change
 TRACE_SCRIPT = Path(__file__).with_name("runtime_trace.py")
 CODE = re.compile(r"\.(py|pyc)$|\.so(\.\d+)*$")   # what of an allowed package or the stdlib is shown (+ ELF executables)
 STDLIB_SKIP = {"site-packages", "dist-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip"}
@@ -136,7 +136,10 @@ def allow_list(report: dict) -> set[str]:
     prefix, base, mapped = report["prefix"], report["base_prefix"], set(report["mapped"])
     stdlib = [p for p in report["stdlib"] if os.path.isdir(p)]
     stdlib_real = [os.path.realpath(p) for p in stdlib]
-    sites = sorted({p for p in report["sys_path"] + report["site_dirs"] if os.path.isdir(p) and _runtime_dir(p, prefix)
+    # a site directory inside the checkout is runtime too: another venv's packages reached through a
+    # .pth line (CI keeps the venv in the checkout, and a new venv may point into it)
+    sites = sorted({p for p in report["sys_path"] + report["site_dirs"] if os.path.isdir(p)
+                    and (_runtime_dir(p, prefix) or os.path.basename(p) in ("site-packages", "dist-packages"))
                     and (os.path.basename(p) in ("site-packages", "dist-packages")
                          or not any(_under(os.path.realpath(p), s) for s in stdlib_real))}, key=len, reverse=True)
     files: set[str] = set()

@@ -115,7 +115,8 @@ def test_run_prints_its_sandbox_and_per_proposer_lines_and_a_summary(tmp_path, c
     assert "\r" not in err                                          # no progress drawing off a terminal
     assert f"export: {(run_dir / 'export').resolve()}" in out
     assert f"{sys.executable}" in out and "import load" in out      # the venv's interpreter, not `python`
-    assert f"report: {run_dir / 'report.json'}" in out
+    assert f"data: {run_dir / 'report.json'}" in out
+    assert out.count(f"report: {run_dir / 'report.html'}") == 2    # at the start and in the end summary
     assert "candidates: 4 proposed" in out
     assert (run_dir / "ensnas.log").read_text().count("cycle 1 · random") == 1
 

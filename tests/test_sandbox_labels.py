@@ -93,9 +93,9 @@ def test_search_finds_the_labels_without_isolation(name, tasks, cache_dir):
     found = summary(result.detail)
     print(f"\nLABEL-SEARCH control | {name} | hits {found['hit_count']}: {sorted(found['hits'])}")
     assert "LABELS FOUND" in result.detail
-    hit_files = {where.split("!")[0] for where in found["hits"]}
+    hit_files = {where.split("!")[0] for where in found["hits"]}   # the program reports each path's last 100 chars
     for path in needles.files:
-        assert str(path) in hit_files, f"the search missed {path}: {found['hits']}"
+        assert any(str(path).endswith(hit) for hit in hit_files), f"the search missed {path}: {found['hits']}"
     assert not any(w.startswith(str(data.inputs_dir)) for w in found["hits"]), "a needle matched visible inputs"
 
 

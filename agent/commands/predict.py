@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from evaluator.failures import ConfigError
 
@@ -25,6 +24,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import numpy as np   # here, not at the top: `ensnas --help` imports no numpy
     from evaluator.predict import predict_export
     from sandbox import Limits, make_sandbox
     from sandbox.select import resolve_sandbox_name
@@ -46,6 +46,7 @@ def run(args) -> int:
 
 def read_inputs(path: Path, *, table_ok: bool):
     """A .npy array (never unpickled), or with table_ok a .csv/.tsv/.parquet table as a DataFrame."""
+    import numpy as np
     try:
         if path.suffix in (".csv", ".tsv", ".parquet") and table_ok:
             import pandas as pd
