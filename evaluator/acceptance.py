@@ -28,12 +28,12 @@ class AcceptanceConfig(BaseModel):
         "sequential", description="sequential: 2 to max_instances paired instances, α held under optional "
                                   "stopping (evaluator.sequential); fixed: 2 instances and a bootstrap bound")
     alpha: float = Field(0.05, gt=0, lt=0.5, description="one-sided level: P(accept | not better) ≤ α")
-    max_instances: int = Field(6, ge=3, le=20, description="sequential: the most instances a side is trained to")
+    max_instances: int = Field(6, ge=4, le=20, description="sequential: the most instances a side is trained to")
     spending: float = Field(2.0, gt=0, description="sequential: error spent by information t is α·t^spending")
     futility: float = Field(0.1, ge=0, lt=1, description="sequential: reject early when the predictive power "
                                                          "of accepting by max_instances is below this")
-    prior_df: float = Field(3.0, ge=0, description="sequential: weight (degrees of freedom) of the seed "
-                                                   "program's noise prior; 0 = none")
+    prior_df: float = Field(3.0, ge=0, description="sequential: degrees of freedom of the seed program's "
+                                                   "noise prior, used at the 2-instance look (futility); 0 = none")
     bootstrap: int = Field(2000, ge=100, description="fixed: bootstrap draws")
     require_confident: bool = Field(True, description="fixed: accept only when the lower bound is > 0")
     seed_noise: bool = Field(True, description="fixed: widen the bound by the instances' seed noise")

@@ -37,8 +37,10 @@ class Instances:
 def _kernel_parts(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-example instance Brier e [K, n] and pair diversity d [K, K, n]."""
     e = brier_per_example(probs, targets)
-    d = 0.5 * ((probs[:, None] - probs[None, :]) ** 2).sum(-1)
-    return e, d
+    sq = (probs ** 2).sum(-1)
+    d = 0.5 * (sq[:, None] + sq[None, :]) - np.einsum("ixc,jxc->ijx", probs, probs)  # no [K, K, n, C] array
+    d[np.arange(len(probs)), np.arange(len(probs))] = 0.0
+    return e, np.maximum(d, 0.0)
 
 
 def _u_per_example(e: np.ndarray, d: np.ndarray, kappa: float, keep: list[int]) -> np.ndarray:
@@ -134,37 +136,60 @@ def gain_from_parts(base: KernelParts, cand: KernelParts, members: int, seeds=No
                       var_examples=var_examples, examples=n)
 
 
+def u_variance_scale(k: int, share: float) -> float:
+    """Var(U_K)/Var(U_2) for an order-2 U-statistic (Hoeffding 1948):
+    Var(U_K) = 4ζ₁/K + 2(ζ₂ − 2ζ₁)/(K(K−1)), written with share = 2ζ₁/ζ₂ ∈ [0, 1] (1: the kernel is a sum
+    of per-seed effects and Var ∝ 1/K; 0: pure pair interaction, Var ∝ 1/(K(K−1)))."""
+    return 2.0 * share / k + 2.0 * (1.0 - share) / (k * (k - 1))
+
+
 @dataclass(frozen=True)
 class NoisePrior:
-    """Seed variance of a 2-instance paired gain, var_pair, with `df` degrees of freedom: what the
-    test assumes before a pair has instances enough (3) to estimate its own."""
+    """What the test assumes about a pair's seed noise before it has 3 instances to estimate its own:
+    the variance of a 2-instance paired gain, var_pair, its decay with K instances (`share`, see
+    u_variance_scale), and the weight of that belief in degrees of freedom."""
     var_pair: float
     df: float
+    share: float = 1.0
+
+    def variance(self, k: int) -> float:
+        return self.var_pair * u_variance_scale(k, self.share)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "NoisePrior | None":
-        return cls(float(data["var_pair"]), float(data["df"])) if data else None
+        return cls(float(data["var_pair"]), float(data["df"]), float(data.get("share", 1.0))) if data else None
 
 
-def kernel_variance(probs: np.ndarray, labels: np.ndarray, members: int) -> float:
-    """ζ₂ = Var(h_ij), the seed variance of one architecture's 2-instance predicted M-ensemble error,
-    from K ≥ 4 instances: unbiased (mean of h_ij² minus the mean product over disjoint pairs),
-    floored at the jackknife bound K·Var̂(U_K)/2 ≤ ζ₂ so that chance never makes it tiny."""
+def kernel_moments(probs: np.ndarray, labels: np.ndarray, members: int) -> tuple[float, float]:
+    """(ζ₁, ζ₂) of one architecture's predicted M-ensemble error kernel h_ij over seeds, from K ≥ 4
+    instances, by unbiased U-statistics: ζ₂ = E h_ij² − μ², ζ₁ = E h_ij·h_ik − μ² (i, j, k distinct),
+    μ² estimated by the mean product over disjoint pairs. Clipped to 0 ≤ 2ζ₁ ≤ ζ₂, and ζ₂ floored
+    at the jackknife bound K·Var̂(U_K)/2 so that chance never makes it tiny."""
     k = len(probs)
     if k < 4:
         raise ValueError(f"need at least 4 instances for a seed-noise estimate, got {k}")
     kappa = (members - 1) / members
     e, d = _kernel_parts(probs, one_hot(labels, probs.shape[-1]))
     e_mean, d_mean = e.mean(-1), d.mean(-1)
+    h = 0.5 * (e_mean[:, None] + e_mean[None, :]) - kappa * d_mean
     pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
-    h = {p: 0.5 * (e_mean[p[0]] + e_mean[p[1]]) - kappa * d_mean[p] for p in pairs}
-    products = [h[p] * h[q] for a, p in enumerate(pairs) for q in pairs[a + 1:] if not set(p) & set(q)]
-    unbiased = float(np.mean([v * v for v in h.values()]) - np.mean(products))
+    disjoint = [h[p] * h[q] for a, p in enumerate(pairs) for q in pairs[a + 1:] if not set(p) & set(q)]
+    sharing = [h[i, j] * h[i, l] for i in range(k) for j in range(k) for l in range(j + 1, k) if i not in (j, l)]
+    mu2 = float(np.mean(disjoint))
+    zeta2 = float(np.mean([h[p] ** 2 for p in pairs])) - mu2
+    zeta1 = float(np.mean(sharing)) - mu2
     loo = np.array([np.mean([h[p] for p in pairs if i not in p]) for i in range(k)])
-    return max(unbiased, k * float(_jackknife(loo)) / 2)
+    zeta2 = max(zeta2, k * float(_jackknife(loo)) / 2, 1e-30)
+    return float(np.clip(zeta1, 0.0, zeta2 / 2)), zeta2
+
+
+def kernel_variance(probs: np.ndarray, labels: np.ndarray, members: int) -> float:
+    """ζ₂ = Var(h_ij), the seed variance of one architecture's 2-instance predicted M-ensemble error
+    (kernel_moments)."""
+    return kernel_moments(probs, labels, members)[1]
 
 
 def noise_prior_from_instances(probs: np.ndarray, labels: np.ndarray, members: int, *,
@@ -172,25 +197,26 @@ def noise_prior_from_instances(probs: np.ndarray, labels: np.ndarray, members: i
     """A prior for any pair, from K ≥ 4 instances of one program (the seed): twice its kernel
     variance, i.e. the two sides' seed noise as if uncorrelated — wider than a typical paired gain
     (seeds shared across architectures correlate positively), so a pair's own estimate, once it has
-    3 instances, can only narrow it. df = K − 1, capped: another architecture's noise differs."""
-    return NoisePrior(var_pair=2.0 * kernel_variance(probs, labels, members), df=min(len(probs) - 1.0, max_df))
+    3 instances, can only narrow it — decaying with K as that program's own U-statistic does.
+    df = K − 1, capped: another architecture's noise differs."""
+    zeta1, zeta2 = kernel_moments(probs, labels, members)
+    return NoisePrior(var_pair=2.0 * zeta2, df=min(len(probs) - 1.0, max_df), share=2.0 * zeta1 / zeta2)
 
 
 def pooled_variance(pg: PairedGain, prior: NoisePrior | None) -> tuple[float, float] | None:
-    """Var(Ĝ) and its degrees of freedom: the seed part pooled from the prior (scaled to K
-    instances as 2/K, which over-states a U-statistic's variance) and the pair's own jackknife
-    (K − 1 df), plus the example part (n − 1 df), combined by Welch–Satterthwaite. None while
-    neither gives a seed variance."""
-    k = pg.instances
-    parts = []
-    if prior is not None and prior.df > 0:
-        parts.append((prior.var_pair * 2.0 / k, prior.df))
+    """Var(Ĝ) and its degrees of freedom: the seed part from the pair's own jackknife (K − 1 df) once
+    it has 3 instances, from the prior (scaled to K by u_variance_scale, its own df) only before;
+    plus the example part (n − 1 df); combined by Welch–Satterthwaite. None while neither exists.
+
+    The prior never enters a look that has the pair's own estimate: it comes from another architecture
+    and is off by a factor 0.9–20 on real neighbour pairs (benchmarks/acceptance_fidelity.py), so pooling
+    it would either cost power (too wide) or the error rate (too narrow)."""
     if pg.var_seed is not None:
-        parts.append((pg.var_seed, k - 1.0))
-    if not parts:
+        var_seed, df_seed = pg.var_seed, pg.instances - 1.0
+    elif prior is not None and prior.df > 0:
+        var_seed, df_seed = prior.variance(pg.instances), prior.df
+    else:
         return None
-    df_seed = sum(df for _, df in parts)
-    var_seed = sum(v * df for v, df in parts) / df_seed
     total = var_seed + pg.var_examples
     if total <= 0:
         return None

@@ -1,13 +1,13 @@
 """The sequential acceptance test (docs/theory.md T2b; docs/sequential_acceptance.md).
 
 Does the candidate's M-member ensemble beat the incumbent's? Start from 2 instances of the
-candidate, paired by seed with the incumbent's; look at the gain; accept if it is confidently
-positive, reject if it can hardly become so; otherwise ask for one more instance of the candidate
-(and of the incumbent where it lacks that seed) and look again, up to `max_instances`. The accept
+candidate, paired by seed with the incumbent's; look at the gain; reject if it can hardly become
+confidently positive; from 4 instances on, accept if it is; otherwise ask for one more instance of
+the candidate (and of the incumbent where it lacks that seed) and look again, up to `max_instances`. The accept
 bounds come from a one-sided error-spending design, so the chance of accepting a candidate that
 is not better stays ≤ α however the looks end (optional stopping); the futility stop is
 non-binding and can only lower it. Each look's noise is the pair's own (paired by seed, Student-t
-with its degrees of freedom) pooled with a prior from the seed program.
+with its degrees of freedom); a prior from the seed program stands in only at the 2-instance look.
 
 The procedure is a pure function of the instances: looks are replayed from the first each time,
 look k using the first k seeds of the schedule, so a resumed run decides exactly as before.
@@ -19,10 +19,10 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from evaluator.paired import (Instances, KernelParts, NoisePrior, PairedGain, gain_from_parts, paired_gain,
-                              pooled_variance)
+                              pooled_variance, u_variance_scale)
 from theory.acceptance import conditional_power, sequential_bounds
 
 Outcome = Literal["accept", "reject", "more"]
@@ -31,8 +31,11 @@ Outcome = Literal["accept", "reject", "more"]
 @lru_cache(maxsize=32)
 def design(first: int, last: int, alpha: float, rho: float) -> tuple[float, ...]:
     """Nominal one-sided levels of the accept looks (instances first..last), from error-spending z
-    bounds with information ∝ instances (the correlation between looks when seed noise dominates)."""
-    fractions = np.arange(first, last + 1) / last
+    bounds at information fractions K(K−1)/(K_max(K_max−1)): a U-statistic's information grows at
+    most that fast (pure pair interaction), so the looks are at least as correlated as the design
+    assumes, which can only lower the chance of crossing (Slepian)."""
+    ks = np.arange(first, last + 1)
+    fractions = ks * (ks - 1) / (last * (last - 1))
     return tuple(float(stats.norm.sf(c)) for c in sequential_bounds(fractions, alpha, rho))
 
 
@@ -85,7 +88,12 @@ def schedule(config) -> tuple[int, ...]:
     return tuple(range(config.max_instances))
 
 
-FIRST_ACCEPT = 3  # acceptance needs the pair's own noise estimate: 3 paired instances (see the module doc)
+def _t_isf(level: float, df: float) -> float:
+    """Student-t upper quantile (scipy.special directly: stats.t.isf costs ~1 ms of overhead a call)."""
+    return float(special.stdtrit(df, 1.0 - level)) if np.isfinite(df) else float(special.ndtri(1.0 - level))
+
+
+FIRST_ACCEPT = 4  # accept from 4 paired instances: the jackknife of a 3-instance look (2 df) is too fragile (module doc)
 
 
 def sequential_test(incumbent: Instances, candidate: Instances, labels: np.ndarray, config,
@@ -120,8 +128,8 @@ def sequential_test(incumbent: Instances, candidate: Instances, labels: np.ndarr
         var, df = noise
         se = float(np.sqrt(var))
         z = pg.gain / se
-        crit = float(stats.t.isf(levels[k - FIRST_ACCEPT], df)) if k >= FIRST_ACCEPT else float("inf")
-        shown = crit if k >= FIRST_ACCEPT else float(stats.t.isf(levels[0], df))  # the bounds reported
+        crit = float(_t_isf(levels[k - FIRST_ACCEPT], df)) if k >= FIRST_ACCEPT else float("inf")
+        shown = crit if k >= FIRST_ACCEPT else float(_t_isf(levels[0], df))  # the bounds reported
         bounds = (pg.gain - shown * se, pg.gain + shown * se)
         if z >= crit:
             looks.append(Look(k, pg.gain, se, df, z, crit, None, "accept"))
@@ -129,7 +137,7 @@ def sequential_test(incumbent: Instances, candidate: Instances, labels: np.ndarr
         if k == last:
             looks.append(Look(k, pg.gain, se, df, z, crit, None, "reject"))
             return _done("reject", looks, pg, bounds, config)
-        power = _futility(pg, var, df, levels[-1], last)
+        power = _futility(pg, var, df, levels[-1], last, prior.share if prior else 0.5)
         outcome: Outcome = "reject" if power < config.futility else "more"
         looks.append(Look(k, pg.gain, se, df, z, crit if np.isfinite(crit) else None, power, outcome))
         if outcome == "reject":
@@ -137,13 +145,13 @@ def sequential_test(incumbent: Instances, candidate: Instances, labels: np.ndarr
     raise AssertionError("unreachable: the last look always decides")
 
 
-def _futility(pg: PairedGain, var: float, df: float, final_level: float, last: int) -> float:
-    """Predictive power of crossing the last look's bound, with the seed variance shrinking as 1/K
-    (the example part stays) and the last look's degrees of freedom."""
+def _futility(pg: PairedGain, var: float, df: float, final_level: float, last: int, share: float) -> float:
+    """Predictive power of crossing the last look's bound, with the seed variance decaying as the
+    prior's U-statistic does (the example part stays) and the last look's degrees of freedom."""
     var_seed = var - pg.var_examples
-    final_var = var_seed * pg.instances / last + pg.var_examples
+    final_var = var_seed * u_variance_scale(last, share) / u_variance_scale(pg.instances, share) + pg.var_examples
     final_df = df + (last - pg.instances)
-    final_crit = float(stats.t.isf(final_level, final_df))
+    final_crit = float(_t_isf(final_level, final_df))
     return conditional_power(pg.gain / np.sqrt(var), 1.0 / var, 1.0 / final_var, final_crit)
 
 
@@ -175,6 +183,6 @@ def dominance(a: Instances, b: Instances, labels: np.ndarray, *, members: int, a
     if noise is None:
         return "undecided"
     var, df = noise
-    crit = float(stats.t.isf(alpha, df))
+    crit = float(_t_isf(alpha, df))
     z = pg.gain / np.sqrt(var)
     return "better" if z >= crit else "worse" if z <= -crit else "undecided"
