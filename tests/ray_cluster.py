@@ -1,0 +1,131 @@
+"""A real Ray cluster on this machine for tests and benchmarks: `ray start --head` plus one
+`ray start --address` per worker (separate raylets, loopback only, small object stores), torn
+down by process tree. Never `ray stop`: that would stop every other cluster on the machine."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OBJECT_STORE_BYTES = 80_000_000  # the smallest Ray accepts is 75 MB
+# Ray rewrites 127.0.0.1 and localhost to the machine's outward address (ray._common.network_utils.
+# is_localhost); any other 127/8 address is taken as given and stays on the loopback interface.
+LOOPBACK = "127.0.0.2"
+
+
+class LocalRayCluster:
+    """`workers` worker raylets of `worker_cpus` CPUs each (resource `worker<i>`), and a head with
+    `head_cpus` (0: the head only coordinates, every task runs on a worker)."""
+
+    def __init__(self, *, workers: int = 2, head_cpus: int = 0, worker_cpus: int = 1, env: dict | None = None) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="eray-", dir="/tmp"))  # short: unix socket paths < 108 bytes
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.address = f"{LOOPBACK}:{self.port}"
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+        self._ray = str(Path(sys.executable).with_name("ray"))
+        common = [f"--node-ip-address={LOOPBACK}", f"--object-store-memory={OBJECT_STORE_BYTES}",
+                  "--disable-usage-stats"]
+        try:
+            self._start(["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.root}",
+                         f"--num-cpus={head_cpus}", '--resources={"head": 1}', *common])
+            for i in range(workers):
+                self._start([f"--address={self.address}", f"--num-cpus={worker_cpus}",
+                             f"--resources={json.dumps({f'worker{i}': 1})}", *common])
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _start(self, args: list[str]) -> None:
+        done = subprocess.run([self._ray, "start", *args], env=self.env, capture_output=True, text=True, timeout=180)
+        if done.returncode != 0:
+            raise RuntimeError(f"ray start {' '.join(args[:2])} failed: {done.stderr[-2000:]}")
+
+    # -- nodes and their processes ---------------------------------------------------------
+    def nodes(self, ray) -> list[dict]:
+        return [n for n in ray.nodes() if n["Alive"]]
+
+    def worker_node_id(self, ray, i: int) -> str:
+        return next(n["NodeID"] for n in self.nodes(ray) if f"worker{i}" in n["Resources"])
+
+    def raylet_pid(self, ray, node_id: str) -> int:
+        node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
+        needle = f"--raylet_socket_name={node['RayletSocketName']}"
+        for pid, cmd in _cmdlines():
+            if "raylet" in cmd and needle in cmd:
+                return pid
+        raise LookupError(node_id)
+
+    def kill_node(self, ray, node_id: str) -> None:
+        """SIGKILL a node's raylet and everything under it (its agents, Ray workers, sandboxes)."""
+        kill_tree(self.raylet_pid(ray, node_id))
+
+    def wait_for_nodes(self, ray, count: int, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while len(self.nodes(ray)) < count:
+            if time.time() > deadline:
+                raise TimeoutError(f"{len(self.nodes(ray))} of {count} Ray nodes came up")
+            time.sleep(0.5)
+
+    def processes(self) -> list[int]:
+        """Every process of this cluster (their command lines name its temp dir)."""
+        return [pid for pid, cmd in _cmdlines() if str(self.root) in cmd]
+
+    def shutdown(self) -> None:
+        for pid in self.processes():
+            kill_tree(pid)
+        deadline = time.time() + 30
+        while self.processes() and time.time() < deadline:
+            time.sleep(0.2)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "LocalRayCluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+
+def _cmdlines() -> list[tuple[int, str]]:
+    out = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                out.append((int(entry.name), Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                    errors="replace")))
+            except OSError:
+                continue
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                ppid = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    for p in [pid, *descendants(pid)]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
