@@ -21,8 +21,9 @@ recorded for the job and `ensnas resume` evaluates it again.
 
 `address`: "auto" (RAY_ADDRESS, else a cluster started on this machine with `ray start`),
 "host:port" / "ray://host:port", or None to start a private local Ray instance.
-`attempt_log` (a directory every node can write, optional) gets one empty file per attempt,
-`<job>.<node>.<pid>` with '/' in the job id as '_': where each job ran and which were re-run.
+`attempt_log` (a directory every node can write, optional) gets one file per attempt,
+`<job>.<node>.<pid>` with '/' in the job id as '_', empty while it runs and "done" once its
+sandbox returned: where each job ran, which were re-run, which were cut off.
 """
 from __future__ import annotations
 
@@ -86,13 +87,16 @@ def _run_on_node(spec: NodeSpec, inputs: list, source: str, seeds: list[int], jo
                  attempt_log: str | None) -> NodeResult:
     """A Ray task: run one job in this node's sandbox and send back what it wrote, unscored."""
     node = ray.get_runtime_context().get_node_id()
-    if attempt_log:
-        Path(attempt_log, f"{job_id.replace('/', '_')}.{node}.{os.getpid()}").touch()
+    attempt = Path(attempt_log, f"{job_id.replace('/', '_')}.{node}.{os.getpid()}") if attempt_log else None
+    if attempt:
+        attempt.touch()
     try:
         runner = _runner(spec, inputs[0])
     except SandboxUnavailable as exc:
         raise ExecutorError(f"node {node[:12]} cannot run the {spec.sandbox} sandbox: {exc}") from exc
     raw = runner.run(source, seeds)
+    if attempt:
+        attempt.write_text("done\n")
     return NodeResult(raw=raw, node_id=node, backend=runner.sandbox.name, inputs_dir=str(runner.inputs.inputs_dir))
 
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -49,24 +50,27 @@ class LocalRayCluster:
         if done.returncode != 0:
             raise RuntimeError(f"ray start {' '.join(args[:2])} failed: {done.stderr[-2000:]}")
 
-    # -- nodes and their processes ---------------------------------------------------------
+    # -- nodes and their processes (read from /proc: no Ray connection needed) -----------------
+    def raylet(self, name: str) -> tuple[int, str]:
+        """(pid, node id) of the raylet of `name` ("head", "worker0", ...)."""
+        for pid, cmd in _cmdlines():
+            argv = cmd.split(" ")
+            if str(self.root) in cmd and argv[0].endswith("raylet"):
+                args = dict(a[2:].split("=", 1) for a in argv[1:] if a.startswith("--") and "=" in a)
+                items = args.get("static_resource_list", "").split(",")
+                if name in dict(zip(items[::2], items[1::2])):  # name,amount,name,amount,...
+                    return pid, args["node_id"]
+        raise LookupError(f"no raylet for {name}")
+
+    def node_id(self, name: str) -> str:
+        return self.raylet(name)[1]
+
+    def kill_node(self, name: str) -> None:
+        """SIGKILL a node's raylet and everything under it (its agents, Ray workers, sandboxes)."""
+        kill_tree(self.raylet(name)[0])
+
     def nodes(self, ray) -> list[dict]:
         return [n for n in ray.nodes() if n["Alive"]]
-
-    def worker_node_id(self, ray, i: int) -> str:
-        return next(n["NodeID"] for n in self.nodes(ray) if f"worker{i}" in n["Resources"])
-
-    def raylet_pid(self, ray, node_id: str) -> int:
-        node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
-        needle = f"--raylet_socket_name={node['RayletSocketName']}"
-        for pid, cmd in _cmdlines():
-            if "raylet" in cmd and needle in cmd:
-                return pid
-        raise LookupError(node_id)
-
-    def kill_node(self, ray, node_id: str) -> None:
-        """SIGKILL a node's raylet and everything under it (its agents, Ray workers, sandboxes)."""
-        kill_tree(self.raylet_pid(ray, node_id))
 
     def wait_for_nodes(self, ray, count: int, timeout: float = 120) -> None:
         deadline = time.time() + timeout
@@ -129,3 +133,41 @@ def kill_tree(pid: int) -> None:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+class KillDuringAttempt(threading.Thread):
+    """Watches a Ray executor's attempt log; once node `name` has been running a job for `settle`
+    seconds (its attempt file still empty: not returned), SIGKILLs that node. `killed` names the
+    attempt files it cut off."""
+
+    def __init__(self, cluster: LocalRayCluster, name: str, attempts: Path, *, settle: float = 0.5,
+                 skip=lambda job: False, timeout: float = 600) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.name, self.attempts, self.settle, self.skip = cluster, name, attempts, settle, skip
+        self.node = cluster.node_id(name)
+        self.deadline = time.time() + timeout
+        self.killed: list[str] = []
+
+    def _running(self) -> list[Path]:
+        return [p for p in self.attempts.iterdir() if p.name.split(".")[1:2] == [self.node]
+                and not self.skip(p.name.split(".")[0]) and p.stat().st_size == 0]
+
+    def run(self) -> None:
+        while time.time() < self.deadline:
+            running = self._running()
+            if running:
+                time.sleep(self.settle)
+                still = [p for p in running if p.stat().st_size == 0]
+                if still:
+                    self.cluster.kill_node(self.name)
+                    self.killed = [p.name for p in still]
+                    return
+            time.sleep(0.05)
+
+    def retried(self) -> dict[str, list[str]]:
+        """Each cut-off job -> every attempt at it, in the log."""
+        out = {}
+        for name in self.killed:
+            job = name.split(".")[0]
+            out[job] = sorted(p.name for p in self.attempts.iterdir() if p.name.split(".")[0] == job)
+        return out

@@ -3,8 +3,6 @@ job on a node of a real local cluster (separate raylets, loopback only), ships o
 scores on the head, and survives a node killed mid-run. Every job is reported exactly once."""
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ from evaluator.evaluate import Evaluator, SandboxRunner
 from evaluator.task_data import INPUT_FILES, pack_inputs, unpack_inputs
 from sandbox import Limits, make_sandbox
 from sandbox.executor import EvalJob, LocalExecutor, job_id_for
-from tests.ray_cluster import LocalRayCluster
+from tests.ray_cluster import KillDuringAttempt, LocalRayCluster
 
 SOURCE = "import torch.nn as nn\n\ndef build_model(s, k):\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, {h}), nn.ReLU(), nn.Linear({h}, k))\n"
 BROKEN = "def build_model(s, k):\n    raise RuntimeError('no model')\n"
@@ -94,21 +92,7 @@ def test_ray_executor_survives_a_killed_node(ray_module, quick_evaluator, tmp_pa
                                node_cache_dir=node_cache, attempt_log=attempts, max_retries=3)
         try:
             cluster.wait_for_nodes(ray, 3)
-            doomed = cluster.worker_node_id(ray, 1)
-            killed: list[str] = []
-
-            def kill_worker1_once_busy() -> None:
-                deadline = time.time() + 240
-                while time.time() < deadline:
-                    started = [p.name for p in attempts.iterdir() if doomed in p.name]
-                    if started:
-                        time.sleep(1.0)  # well into the evaluation
-                        cluster.kill_node(ray, doomed)
-                        killed.extend(started)
-                        return
-                    time.sleep(0.1)
-
-            killer = threading.Thread(target=kill_worker1_once_busy, daemon=True)
+            killer = KillDuringAttempt(cluster, "worker1", attempts)
             killer.start()
             submitted = [executor.submit(job) for job in jobs + jobs[:2]]  # duplicates while in flight
             results: dict[str, list] = {}
@@ -120,20 +104,18 @@ def test_ray_executor_survives_a_killed_node(ray_module, quick_evaluator, tmp_pa
     assert not cluster.processes(), "a Ray process outlived the cluster"
 
     assert submitted == [True] * len(jobs) + [False, False]
-    assert killed, "worker 1 never ran a job"
+    assert killer.killed, "worker 1 never ran a job long enough to be killed in the act"
     assert sorted(results) == sorted(j.job_id for j in jobs) and all(len(v) == 1 for v in results.values())
     for job_id, (evaluation,) in results.items():  # scored on the head: the same numbers as here
         assert evaluation.ok, (evaluation.reason, evaluation.detail)
         np.testing.assert_array_equal(evaluation.val_probs, reference[job_id].val_probs)
         assert evaluation.statistics.as_dict() == reference[job_id].statistics.as_dict()
-    victim = killed[0].split(".")[0]
-    retried = [p.name for p in attempts.iterdir() if p.name.startswith(victim + ".")]
-    assert len(retried) >= 2, f"the killed node's job was not run again: {retried}"
-    victim_id = next(j.job_id for j in jobs if j.job_id.replace("/", "_") == victim)
-    assert executor.nodes[victim_id] != doomed
+    for job_id, runs in killer.retried().items():  # re-run elsewhere; the result came from there
+        assert len(runs) >= 2, f"the killed node's job was not run again: {runs}"
+        assert executor.nodes[next(j.job_id for j in jobs if j.job_id.replace("/", "_") == job_id)] != killer.node
     # every node read the inputs it was shipped, from its own cache, never the head's files or labels
     assert {Path(d).parents[1] for d in executor.inputs_dirs.values()} == {node_cache}
     assert not list(node_cache.rglob("labels*")) and not list(node_cache.rglob("y_val*"))
     placed = {n: sum(1 for p in attempts.iterdir() if n in p.name) for n in {p.name.split(".")[1] for p in attempts.iterdir()}}
-    print(f"\nray: {len(jobs)} jobs (+2 duplicate submissions), attempts per node {placed}, killed {doomed[:8]} "
-          f"while it ran {victim}, each reported once")
+    print(f"\nray: {len(jobs)} jobs (+2 duplicate submissions), attempts per node {placed}, killed "
+          f"{killer.node[:8]} during {killer.retried()}, each reported once")
