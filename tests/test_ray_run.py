@@ -1,0 +1,64 @@
+"""`ensnas run --executor ray` on a real local cluster (a head and two worker raylets, loopback
+only); one worker is SIGKILLed while it evaluates a candidate. The run finishes, every candidate
+is in the store once, in a terminal state, with the decisions of an uninterrupted local run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from agent.cli import main
+from agent.store import TERMINAL, RunStore
+from tests.ray_cluster import KillDuringAttempt, LocalRayCluster
+
+TINY_TASK = """name: digits-tiny
+dataset: digits
+val_fraction: 0.25
+budget: {epochs: 1, batch_size: 64, lr: 0.003}
+seed_program: mlp.py
+members: 3
+"""
+
+
+def _config(tmp_path: Path, **extra) -> str:
+    (tmp_path / "task.yaml").write_text(TINY_TASK)
+    config = {"task": str(tmp_path / "task.yaml"), "cycles": 3, "seed": 11, "noise_instances": 0,
+              "proposers": [{"name": "random", "candidates": 2}, {"name": "evolution", "candidates": 1}],
+              "sandbox": {"backend": "process", "workers": 2, "timeout_s": 120, "memory_mb": 2048},
+              "deploy": {"export": False}, **extra}
+    path = tmp_path / f"config-{len(list(tmp_path.glob('config-*')))}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def _outcome(run_dir: Path) -> dict:
+    store = RunStore(run_dir)
+    rows = [(r.id, r.cycle, r.proposer, r.parent_id, r.source, r.status, r.reason, r.statistics,
+             r.decision, r.evaluations) for r in store.candidates()]
+    cycles = [(c["cycle"], c["status"], c["incumbent_after"]) for c in store.cycles()]
+    store.close()
+    return {"candidates": rows, "cycles": cycles}
+
+
+def test_a_job_recorded_again_changes_nothing(tmp_path):
+    """A re-run job (lost node, restarted head) finishing after its candidate was recorded: row and
+    predictions stay those of the first result, whatever the second says, at every later status."""
+    store = RunStore(tmp_path / "run", create=True)
+    with store.transaction() as db:
+        cid = store.insert_candidate(db, cycle=1, proposer="random", parent_id=None, source="x", diff="", status="pending")
+    first, second = np.full((2, 3, 4), 0.25), np.eye(4)[[0, 1, 2]][None].repeat(2, 0)
+    record = lambda ok, val, stats: store.record_evaluation(  # noqa: E731
+        cid, ok=ok, reason=None if ok else "crashed", detail="", statistics=stats, param_count=1, seconds=1.0,
+        val=val, test=val)
+    assert record(True, first, {"member_error": 0.1}) is True
+    for status in ("evaluated", "accepted", "rejected"):
+        if status != "evaluated":
+            with store.transaction() as db:
+                store.set_decision(db, cid, accepted=status == "accepted", decision={"reason": "test"})
+        assert record(True, second, {"member_error": 0.9}) is False and record(False, None, None) is False
+        row = store.candidate(cid)
+        assert (row.status, row.statistics, row.evaluations) == (status, {"member_error": 0.1}, 1)
+        np.testing.assert_array_equal(store.load_predictions(cid)[0], first)
+    store.close()
