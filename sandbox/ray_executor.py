@@ -28,6 +28,7 @@ sandbox returned: where each job ran, which were re-run, which were cut off.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,18 @@ def _run_on_node(spec: NodeSpec, inputs: list, source: str, seeds: list[int], jo
     return NodeResult(raw=raw, node_id=node, backend=runner.sandbox.name, inputs_dir=str(runner.inputs.inputs_dir))
 
 
+def _check_reachable(address: str | None) -> None:
+    """Fail fast on a host:port nobody answers (Ray itself would retry for minutes)."""
+    if not address or address == "auto" or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"no Ray cluster answers at {address} ({exc}); start one there with "
+                          "`ray start --head --port=PORT` or fix --ray-address") from exc
+
+
 @register_executor("ray")
 class RayExecutor(Executor):
     def __init__(self, *, evaluator: Evaluator, address: str | None = "auto", sandbox: str = "auto",
@@ -113,6 +126,7 @@ class RayExecutor(Executor):
         self._lock = threading.Lock()
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
+            _check_reachable(address)
             options = {"address": address, "log_to_driver": False, "logging_level": "WARNING",
                        **(init_options or {})}
             try:

@@ -3,6 +3,7 @@ job on a node of a real local cluster (separate raylets, loopback only), ships o
 scores on the head, and survives a node killed mid-run. Every job is reported exactly once."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,20 @@ def test_local_executor_runs_each_id_once_and_matches_direct_evaluation(quick_ev
     direct = quick_evaluator.evaluate(jobs[1].source)
     got = dict((j.job_id, e) for j, e in out)[jobs[1].job_id]
     np.testing.assert_array_equal(got.val_probs, direct.val_probs)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.2:{port}", "127.0.0.2:notaport"])
+def test_ray_executor_fails_fast_without_a_cluster(ray_module, quick_evaluator, address):
+    import socket
+    from evaluator.failures import ConfigError
+    from sandbox.ray_executor import RayExecutor
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        port = s.getsockname()[1]  # closed again below: nobody listens there
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="no Ray cluster"):
+        RayExecutor(evaluator=quick_evaluator, address=address.format(port=port))
+    assert time.perf_counter() - started < 15 and not ray_module.is_initialized()
 
 
 @pytest.mark.slow
