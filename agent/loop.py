@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from evaluator.failures import ConfigError
 from evaluator.statistics import predicted_from_dict
 from evaluator.tasks import TaskConfig, get_task
 from sandbox import Limits, make_sandbox
+from sandbox.executor import EvalJob, Executor, job_id_for, make_executor
 from sandbox.select import resolve_sandbox_name
 from theory.proxy import predicted_rank_correlation
 
@@ -89,11 +90,14 @@ class SearchLoop:
         self.members = c.acceptance.members
         backend = resolve_sandbox_name(sandbox_name or c.sandbox.backend)
         sandbox = make_sandbox(backend)
-        sandbox.check_available()
+        sandbox.check_available()  # here too on Ray: build checks and the final deployment run on this machine
         self.store.set_state("sandbox_backend", backend)
-        limits = Limits(timeout_s=c.sandbox.timeout_s, memory_mb=c.sandbox.memory_mb, cpus=float(c.sandbox.threads))
+        limits = Limits(timeout_s=c.sandbox.timeout_s, memory_mb=c.sandbox.memory_mb, cpus=float(c.sandbox.threads),
+                        gpu=c.sandbox.gpu)
+        local_warm = c.sandbox.workers if c.sandbox.warm_start and c.executor == "local" else 0
         self.evaluator = Evaluator(task=self.task, sandbox=sandbox, limits=limits, threads=c.sandbox.threads,
-                                   warm_start=c.sandbox.workers if c.sandbox.warm_start else 0)
+                                   warm_start=local_warm)
+        self.executor: Executor | None = None  # opened by run()
         self.gate = Gate(store=self.store, evaluator=self.evaluator, config=c.acceptance,
                          workers=c.sandbox.workers, timer=self._time)
         self.prefilter = Prefilter(config=c.prefilter, novelty=c.novelty)
@@ -125,10 +129,11 @@ class SearchLoop:
 
     # ----------------------------------------------------------------------------------
     def run(self) -> dict:
-        self.evaluator.prewarm()
         ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ensnas-propose") \
             if self.config.pipeline == "overlapped" else None
         try:
+            self.executor = self._open_executor()
+            self.executor.prewarm()
             self._ensure_seed()
             self.store.set_state("stopped", None)
             for cycle in range(1, self.config.cycles + 1):
@@ -159,6 +164,9 @@ class SearchLoop:
         return report or {}
 
     def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None
         self.evaluator.close()  # no warm sandbox outlives the run
         try:
             if self.lock.held:
@@ -168,6 +176,14 @@ class SearchLoop:
             log.debug("WAL checkpoint skipped: %s", exc)
         finally:
             self.lock.release()
+
+    def _open_executor(self) -> Executor:
+        c = self.config
+        if c.executor == "ray":  # each node resolves the configured backend (auto: its strongest) itself
+            return make_executor("ray", evaluator=self.evaluator, address=c.ray.address, sandbox=c.sandbox.backend,
+                                 max_retries=c.ray.max_retries, warm_start=c.sandbox.warm_start and c.ray.warm_start,
+                                 node_cache_dir=c.ray.node_cache_dir, attempt_log=c.ray.attempt_log)
+        return make_executor(c.executor, evaluator=self.evaluator, workers=c.sandbox.workers)
 
     def _time(self, key: str, seconds: float) -> None:
         with self._timing_lock:
@@ -371,7 +387,35 @@ class SearchLoop:
             log.info("cycle %d: bandit allocation %s", cycle, ", ".join(f"{a} {n}" for a, n in allocation.items() if n))
 
     def _evaluate(self, cand_id: int, source: str, instances: int = 2) -> Evaluation:
-        result = self.evaluator.evaluate(source, instances=instances)
+        """One candidate (the seed program) through the executor, recorded."""
+        return self._evaluate_jobs([(cand_id, source)], instances=instances)[cand_id]
+
+    def _evaluate_all(self, pending: list[CandidateRow], cycle: int) -> None:
+        run_state.set_phase(self.store, "evaluating", cycle)
+        with progress.phase(f"cycle {cycle}: evaluating in the sandbox", total=len(pending)) as bar:
+            self._evaluate_jobs([(row.id, row.source) for row in pending], on_result=lambda: bar.advance())
+
+    def _evaluate_jobs(self, rows: list[tuple[int, str]], *, instances: int = 2,
+                       on_result=lambda: None) -> dict[int, Evaluation]:
+        """Evaluate (candidate id, source) pairs through the executor, recording each as it finishes.
+        A job's id names its candidate and seeds: run again (a lost node, a restarted head), it is
+        the same job, and the store records a candidate once."""
+        owners: dict[str, int] = {}
+        for cand_id, source in rows:
+            job = EvalJob(source=source, instances=instances,
+                          job_id=job_id_for(cand_id, seed_base=0, instances=instances))
+            owners[job.job_id] = cand_id
+            self.executor.submit(job)
+        results: dict[int, Evaluation] = {}
+        for job, result in self.executor.completed():
+            cand_id = owners[job.job_id]
+            self._record(cand_id, result)
+            results[cand_id] = result
+            on_result()
+            log.debug("candidate %d: %s", cand_id, "ok" if result.ok else result.reason.value)
+        return results
+
+    def _record(self, cand_id: int, result: Evaluation) -> None:
         start = time.perf_counter()
         self.store.record_evaluation(
             cand_id, ok=result.ok, reason=result.reason.value if result.reason else None, detail=result.detail,
@@ -381,17 +425,6 @@ class SearchLoop:
         self._time("store", time.perf_counter() - start)
         self._time("sandbox", result.sandbox_seconds - sum(result.train_seconds))
         self._time("training", sum(result.train_seconds))
-        return result
-
-    def _evaluate_all(self, pending: list[CandidateRow], cycle: int) -> None:
-        run_state.set_phase(self.store, "evaluating", cycle)
-        with progress.phase(f"cycle {cycle}: evaluating in the sandbox", total=len(pending)) as bar, \
-                ThreadPoolExecutor(max_workers=self.config.sandbox.workers) as pool:
-            futures = {pool.submit(self._evaluate, row.id, row.source): row for row in pending}
-            for future in as_completed(futures):
-                row, result = futures[future], future.result()
-                bar.advance()
-                log.debug("candidate %d: %s", row.id, "ok" if result.ok else result.reason.value)
 
     def _decide(self, cycle: int) -> None:
         """The gate, candidate by candidate in id order; each decision commits with its statistics

@@ -62,3 +62,41 @@ def test_a_job_recorded_again_changes_nothing(tmp_path):
         assert (row.status, row.statistics, row.evaluations) == (status, {"member_error": 0.1}, 1)
         np.testing.assert_array_equal(store.load_predictions(cid)[0], first)
     store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ray_run_survives_a_killed_worker_with_the_decisions_of_a_local_run(ray_module, tmp_path, cache_dir,
+                                                                           monkeypatch):
+    monkeypatch.setenv("ENSNAS_CACHE", str(cache_dir))
+    assert main(["run", "--config", _config(tmp_path), "--run-dir", str(tmp_path / "local"), "--quiet"]) == 0
+    local = _outcome(tmp_path / "local")
+
+    attempts, node_cache = tmp_path / "attempts", tmp_path / "node-cache"
+    attempts.mkdir()
+    config = _config(tmp_path, ray={"attempt_log": str(attempts), "node_cache_dir": str(node_cache)})
+    with LocalRayCluster(workers=2) as cluster:  # the head has no CPUs: every evaluation runs on a worker
+        killer = KillDuringAttempt(cluster, "worker1", attempts, skip=lambda job: job.startswith("c1_s"))  # not the seed
+        killer.start()
+        code = main(["run", "--config", config, "--executor", "ray", "--ray-address", cluster.address,
+                     "--run-dir", str(tmp_path / "ray"), "--quiet"])
+        killer.join(5)
+    assert not cluster.processes(), "a Ray process outlived the cluster"
+    assert code == 0
+    assert killer.killed, "worker 1 never ran a cycle's candidate long enough to be killed in the act"
+
+    on_ray = _outcome(tmp_path / "ray")
+    rows = on_ray["candidates"]
+    assert all(r[5] in TERMINAL for r in rows), [r[:1] + r[5:7] for r in rows]
+    assert all(r[9] == (1 if r[5] not in ("filtered", "proposal_failed") else 0) for r in rows), \
+        "a candidate was recorded twice (or never)"
+    assert on_ray == local  # same candidates, statistics, decisions and incumbents, cycle by cycle
+    for job, runs in killer.retried().items():  # the cut-off evaluation ran again, on the other worker
+        assert len(runs) >= 2 and any(killer.node not in r for r in runs), f"{job} was not re-run: {runs}"
+    assert not list(node_cache.rglob("labels*"))  # the nodes got inputs only
+    per_node = {}
+    for p in attempts.iterdir():
+        per_node[p.name.split(".")[1][:8]] = per_node.get(p.name.split(".")[1][:8], 0) + 1
+    print(f"\nray run: {len(rows)} candidates, {sum(r[5] == 'accepted' for r in rows)} accepted, decisions as the "
+          f"local run; attempts per node {per_node}; killed worker 1 ({killer.node[:8]}) while it ran "
+          f"{killer.retried()}")
