@@ -114,6 +114,17 @@ def inputs_dir_for(key: str, cache_dir: Path | None = None) -> Path:
     return Path(cache_dir or default_cache()) / f"inputs-{key}" / "inputs"
 
 
+def cached_inputs(key: str, cache_dir: Path | None = None) -> TaskInputs | None:
+    """The inputs of bundle `key` if this machine unpacked them before, else None."""
+    inputs_dir = inputs_dir_for(key, cache_dir)
+    try:
+        meta = json.loads((inputs_dir.parent / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return TaskInputs(inputs_dir=inputs_dir, input_shape=tuple(meta["input_shape"]), num_classes=meta["num_classes"],
+                      n_train=meta["n_train"])
+
+
 def unpack_inputs(bundle: InputsBundle, cache_dir: Path | None = None) -> TaskInputs:
     """Write a shipped bundle into this machine's cache once (atomically; racing writers are harmless)."""
     inputs_dir = inputs_dir_for(bundle.key, cache_dir)
@@ -124,6 +135,8 @@ def unpack_inputs(bundle: InputsBundle, cache_dir: Path | None = None) -> TaskIn
         (tmp / "inputs").mkdir()
         for name in INPUT_FILES:
             (tmp / "inputs" / name).write_bytes(bundle.files[name])
+        (tmp / "meta.json").write_text(json.dumps({"input_shape": list(bundle.input_shape),
+                                                   "num_classes": bundle.num_classes, "n_train": bundle.n_train}))
         for p in [tmp, *tmp.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)  # readable by the sandbox's unprivileged user
         try:

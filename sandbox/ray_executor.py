@@ -14,7 +14,8 @@ Warm starts fit Ray as they fit a thread: Ray reuses a worker process for the ne
 worker process keeps its `SandboxRunner` and, with `warm_start`, one sandbox launched ahead of
 the next candidate (interpreter, torch, data) while the current one trains.
 
-A task asks for the sandbox's CPUs, memory and (`Limits(gpu=True)`) one GPU. When a node dies
+A task asks for the sandbox's CPUs, memory, (`Limits(gpu=True)`) one GPU, and any custom
+`resources` (e.g. {"ensnas": 1} keeps evaluations on nodes started with `--resources`). When a node dies
 mid-evaluation, Ray runs the task again elsewhere (`max_retries`); the executor reports the job
 once. If every retry is lost, or a node cannot run the sandbox, `ExecutorError`: nothing is
 recorded for the job and `ensnas resume` evaluates it again.
@@ -35,7 +36,7 @@ from pathlib import Path
 
 from evaluator.evaluate import Evaluation, Evaluator, RawRun, SandboxRunner
 from evaluator.failures import ConfigError, SandboxUnavailable
-from evaluator.task_data import InputsBundle, pack_inputs, unpack_inputs
+from evaluator.task_data import cached_inputs, pack_inputs, unpack_inputs
 from evaluator.tasks import TaskConfig
 from sandbox.base import Limits
 from sandbox.executor import EvalJob, Executor, ExecutorError, register_executor
@@ -55,6 +56,7 @@ class NodeSpec:
     threads: int
     warm_start: int
     cache_dir: str | None  # the node's own cache (None: its ENSNAS_CACHE or ~/.cache/ensnas)
+    inputs_key: str        # content hash of the shipped inputs
 
 
 @dataclass
@@ -65,20 +67,27 @@ class NodeResult:
     inputs_dir: str
 
 
-_RUNNERS: dict[tuple, SandboxRunner] = {}  # per Ray worker process, kept between tasks (warm sandboxes)
+# One runner per Ray worker process, kept between its tasks (with its warm sandbox); a task with
+# another spec (another run, task or limits) replaces it, so no warm sandbox waits for a spec gone.
+_RUNNERS: dict[str, SandboxRunner] = {}
 _RUNNERS_LOCK = threading.Lock()
 
 
 def _runner(spec: NodeSpec, inputs_ref) -> SandboxRunner:
     from sandbox.base import make_sandbox
     from sandbox.select import resolve_sandbox_name
-    key = (repr(spec), inputs_ref.hex())
+    key = repr(spec)
     with _RUNNERS_LOCK:
         if key not in _RUNNERS:
+            for old in _RUNNERS.values():
+                old.close()
+            _RUNNERS.clear()
             sandbox = make_sandbox(resolve_sandbox_name(spec.sandbox))
             sandbox.check_available()
-            bundle: InputsBundle = ray.get(inputs_ref)  # once per worker process; Ray keeps one copy per node
-            inputs = unpack_inputs(bundle, Path(spec.cache_dir) if spec.cache_dir else None)
+            cache = Path(spec.cache_dir) if spec.cache_dir else None
+            inputs = cached_inputs(spec.inputs_key, cache)  # fetched and unpacked once per node
+            if inputs is None:
+                inputs = unpack_inputs(ray.get(inputs_ref), cache)
             _RUNNERS[key] = SandboxRunner(task=spec.task, inputs=inputs, sandbox=sandbox, limits=spec.limits,
                                           threads=spec.threads, warm_start=spec.warm_start)
         return _RUNNERS[key]
@@ -117,7 +126,8 @@ def _check_reachable(address: str | None) -> None:
 class RayExecutor(Executor):
     def __init__(self, *, evaluator: Evaluator, address: str | None = "auto", sandbox: str = "auto",
                  max_retries: int = 3, warm_start: bool = True, node_cache_dir: str | Path | None = None,
-                 attempt_log: str | Path | None = None, init_options: dict | None = None) -> None:
+                 attempt_log: str | Path | None = None, resources: dict[str, float] | None = None,
+                 init_options: dict | None = None) -> None:
         super().__init__(evaluator=evaluator)
         self.attempt_log = str(attempt_log) if attempt_log else None
         self.nodes: dict[str, str] = {}  # job_id -> the node whose result was reported
@@ -135,13 +145,14 @@ class RayExecutor(Executor):
                 raise ConfigError(f"no Ray cluster at {address!r} ({exc}); start one with `ray start --head` "
                                   "and pass its address with --ray-address") from exc
         limits = evaluator.limits
+        bundle = pack_inputs(evaluator.data.inputs)
         self.spec = NodeSpec(task=evaluator.task, sandbox=sandbox, limits=limits, threads=evaluator.threads,
                              warm_start=1 if warm_start else 0,
-                             cache_dir=str(node_cache_dir) if node_cache_dir else None)
-        self._inputs = ray.put(pack_inputs(evaluator.data.inputs))  # once; tasks carry the reference
+                             cache_dir=str(node_cache_dir) if node_cache_dir else None, inputs_key=bundle.key)
+        self._inputs = ray.put(bundle)  # once; tasks carry the reference
         self._remote = ray.remote(_run_on_node).options(
             num_cpus=limits.cpus, memory=int(limits.memory_mb) << 20, num_gpus=1 if limits.gpu else 0,
-            max_retries=max_retries, retry_exceptions=False)
+            resources=dict(resources or {}), max_retries=max_retries, retry_exceptions=False)
         self.max_retries = max_retries
 
     def submit(self, job: EvalJob) -> bool:

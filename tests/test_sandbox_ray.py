@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from evaluator.evaluate import Evaluator, SandboxRunner
-from evaluator.task_data import INPUT_FILES, pack_inputs, unpack_inputs
+from evaluator.task_data import INPUT_FILES, cached_inputs, pack_inputs, unpack_inputs
 from sandbox import Limits, make_sandbox
 from sandbox.executor import EvalJob, LocalExecutor, job_id_for
 from tests.ray_cluster import KillDuringAttempt, LocalRayCluster
@@ -41,7 +41,9 @@ def test_job_ids_name_candidate_and_seeds():
 
 def test_inputs_bundle_carries_inputs_and_never_labels(quick_evaluator, tmp_path):
     bundle = pack_inputs(quick_evaluator.data.inputs)
+    assert cached_inputs(bundle.key, tmp_path) is None
     inputs = unpack_inputs(bundle, tmp_path)
+    assert cached_inputs(bundle.key, tmp_path) == inputs
     assert sorted(p.name for p in inputs.inputs_dir.iterdir()) == sorted(INPUT_FILES)
     assert not [p for p in tmp_path.rglob("*") if "label" in p.name or p.name.startswith("y_v") or p.name.startswith("y_te")]
     for name in INPUT_FILES:
