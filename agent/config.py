@@ -55,6 +55,8 @@ class RayConfig(_Strict):
     warm_start: bool = Field(True, description="each Ray worker keeps one sandbox warm for its next evaluation")
     node_cache_dir: str | None = Field(None, description="where nodes keep the shipped inputs (default: their "
                                                          "ENSNAS_CACHE or ~/.cache/ensnas)")
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources each evaluation "
+                                        "asks for, e.g. {ensnas: 1} for nodes started with --resources")
     attempt_log: str | None = Field(None, description="a directory every node can write: one file per "
                                                       "attempt, <job>.<node>.<pid>, 'done' once it returned")
 

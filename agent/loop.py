@@ -182,7 +182,8 @@ class SearchLoop:
         if c.executor == "ray":  # each node resolves the configured backend (auto: its strongest) itself
             return make_executor("ray", evaluator=self.evaluator, address=c.ray.address, sandbox=c.sandbox.backend,
                                  max_retries=c.ray.max_retries, warm_start=c.sandbox.warm_start and c.ray.warm_start,
-                                 node_cache_dir=c.ray.node_cache_dir, attempt_log=c.ray.attempt_log)
+                                 node_cache_dir=c.ray.node_cache_dir, attempt_log=c.ray.attempt_log,
+                                 resources=c.ray.resources)
         return make_executor(c.executor, evaluator=self.evaluator, workers=c.sandbox.workers)
 
     def _time(self, key: str, seconds: float) -> None:
