@@ -69,6 +69,17 @@ class LocalRayCluster:
         """SIGKILL a node's raylet and everything under it (its agents, Ray workers, sandboxes)."""
         kill_tree(self.raylet(name)[0])
 
+    def freeze_node(self, name: str) -> set[int]:
+        """SIGSTOP a node's raylet and everything under it, until nothing new appears: the node is
+        then exactly as it was (nothing finishes, nothing starts) until `signal_all` kills or resumes it."""
+        root, stopped = self.raylet(name)[0], set()
+        while True:
+            new = {root, *descendants(root)} - stopped
+            if not new:
+                return stopped
+            signal_all(new, signal.SIGSTOP)
+            stopped |= new
+
     def nodes(self, ray) -> list[dict]:
         return [n for n in ray.nodes() if n["Alive"]]
 
@@ -128,17 +139,22 @@ def descendants(pid: int) -> list[int]:
 
 
 def kill_tree(pid: int) -> None:
-    for p in [pid, *descendants(pid)]:
+    signal_all([pid, *descendants(pid)], signal.SIGKILL)
+
+
+def signal_all(pids, sig: int) -> None:
+    for p in pids:
         try:
-            os.kill(p, signal.SIGKILL)
+            os.kill(p, sig)
         except ProcessLookupError:
             pass
 
 
 class KillDuringAttempt(threading.Thread):
-    """Watches a Ray executor's attempt log; once node `name` has been running a job for `settle`
-    seconds (its attempt file still empty: not returned), SIGKILLs that node. `killed` names the
-    attempt files it cut off."""
+    """Watches a Ray executor's attempt log (`<job>.<node>.<pid>`, empty until its sandbox returned);
+    once node `name` has been running a job for `settle` seconds, freezes the node, and if that
+    attempt is still unfinished, SIGKILLs the node. `killed`: the attempts it cut off, each made by
+    a process it killed."""
 
     def __init__(self, cluster: LocalRayCluster, name: str, attempts: Path, *, settle: float = 0.5,
                  skip=lambda job: False, timeout: float = 600) -> None:
@@ -154,14 +170,15 @@ class KillDuringAttempt(threading.Thread):
 
     def run(self) -> None:
         while time.time() < self.deadline:
-            running = self._running()
-            if running:
+            if self._running():
                 time.sleep(self.settle)
-                still = [p for p in running if p.stat().st_size == 0]
-                if still:
-                    self.cluster.kill_node(self.name)
-                    self.killed = [p.name for p in still]
+                frozen = self.cluster.freeze_node(self.name)
+                cut = [p.name for p in self._running() if int(p.name.rsplit(".", 1)[1]) in frozen]
+                if cut:
+                    signal_all(frozen, signal.SIGKILL)
+                    self.killed = cut
                     return
+                signal_all(frozen, signal.SIGCONT)  # it finished just now: let the node go on, try again
             time.sleep(0.05)
 
     def retried(self) -> dict[str, list[str]]:
