@@ -35,7 +35,7 @@ from evaluator.failures import ConfigError
 from evaluator.statistics import predicted_from_dict
 from evaluator.tasks import TaskConfig, get_task
 from sandbox import Limits, make_sandbox
-from sandbox.executor import EvalJob, Executor, job_id_for, make_executor
+from sandbox.executor import EvalJob, Executor, ExecutorEvaluator, job_id_for, make_executor
 from sandbox.select import resolve_sandbox_name
 from theory.proxy import predicted_rank_correlation
 
@@ -105,7 +105,8 @@ class SearchLoop:
             if row.source and row.status not in ("filtered", "proposal_failed"):
                 self.prefilter.archive(row.id, row.source)
         adapters = self.store.adapters()
-        self.resources = LoopResources(evaluator=self.evaluator, generator=c.generator, run_dir=self.run_dir,
+        proposers_evaluator = ExecutorEvaluator(evaluator=self.evaluator, executor=lambda: self.executor)
+        self.resources = LoopResources(evaluator=proposers_evaluator, generator=c.generator, run_dir=self.run_dir,
                                        adapter_path=adapters[-1]["path"] if adapters else None)
         self.proposers = []
         for spec in c.proposers:

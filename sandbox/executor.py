@@ -21,7 +21,7 @@ import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from evaluator.evaluate import Evaluation, Evaluator
 from evaluator.failures import EnsnasError
@@ -76,6 +76,10 @@ class Executor(ABC):
     @abstractmethod
     def in_flight(self) -> int:
         """Jobs submitted and not yet returned by `wait`."""
+
+    @abstractmethod
+    def evaluate(self, job: EvalJob) -> Evaluation:
+        """Run `job` now and wait for it, apart from the jobs in flight (which `wait` reports)."""
 
     def completed(self) -> Iterator[tuple[EvalJob, Evaluation]]:
         """Every job in flight, as each finishes."""
@@ -160,8 +164,30 @@ class LocalExecutor(Executor):
             out.append((job, future.result()))
         return out
 
+    def evaluate(self, job: EvalJob) -> Evaluation:
+        return self.evaluator.evaluate(job.source, instances=job.instances, seed_base=job.seed_base)
+
     def prewarm(self) -> None:
         self.evaluator.prewarm()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ExecutorEvaluator:
+    """The evaluator as proposers see it, its trainings sent through the run's executor (on Ray:
+    to the cluster). A proposer that trains programs while it proposes (closed_form's dual runs)
+    calls `evaluate`; everything else (check, data, task) is the evaluator's own, on this machine.
+    Before the run opens its executor, `evaluate` is the evaluator's."""
+
+    def __init__(self, *, evaluator: Evaluator, executor: Callable[[], Executor | None]) -> None:
+        self._evaluator, self._executor = evaluator, executor
+
+    def evaluate(self, source: str, *, instances: int = 2, seed_base: int = 0, **local_only) -> Evaluation:
+        executor = self._executor()
+        if executor is None or local_only:  # keep_dir / save_weights need this machine's work dir
+            return self._evaluator.evaluate(source, instances=instances, seed_base=seed_base, **local_only)
+        return executor.evaluate(EvalJob(source=source, instances=instances, seed_base=seed_base))
+
+    def __getattr__(self, name: str):
+        return getattr(self._evaluator, name)

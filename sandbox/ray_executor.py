@@ -166,6 +166,10 @@ class RayExecutor(Executor):
             self._refs[ref] = job
         return True
 
+    def evaluate(self, job: EvalJob) -> Evaluation:
+        ref = self._remote.remote(self.spec, [self._inputs], job.source, job.seeds, job.job_id, self.attempt_log)
+        return self._score(job, ref)
+
     @property
     def in_flight(self) -> int:
         with self._lock:

@@ -12,7 +12,7 @@ import pytest
 from evaluator.evaluate import Evaluator, SandboxRunner
 from evaluator.task_data import INPUT_FILES, cached_inputs, pack_inputs, unpack_inputs
 from sandbox import Limits, make_sandbox
-from sandbox.executor import EvalJob, LocalExecutor, job_id_for
+from sandbox.executor import EvalJob, ExecutorEvaluator, LocalExecutor, job_id_for
 from tests.ray_cluster import KillDuringAttempt, LocalRayCluster
 
 SOURCE = "import torch.nn as nn\n\ndef build_model(s, k):\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, {h}), nn.ReLU(), nn.Linear({h}, k))\n"
@@ -80,6 +80,23 @@ def test_local_executor_runs_each_id_once_and_matches_direct_evaluation(quick_ev
     np.testing.assert_array_equal(got.val_probs, direct.val_probs)
 
 
+def test_proposers_trainings_go_through_the_executor(quick_evaluator):
+    class Observed(LocalExecutor):  # the real local executor, noting what it was asked to run
+        def evaluate(self, job):
+            self.jobs = [*getattr(self, "jobs", []), job]
+            return super().evaluate(job)
+
+    executor = None
+    facade = ExecutorEvaluator(evaluator=quick_evaluator, executor=lambda: executor)
+    assert facade.data is quick_evaluator.data and facade.task is quick_evaluator.task
+    before = facade.evaluate(SOURCE.format(h=20), seed_base=5)  # no executor open yet: the evaluator's own
+    executor = Observed(evaluator=quick_evaluator)
+    after = facade.evaluate(SOURCE.format(h=20), seed_base=5)
+    assert [j.seeds for j in executor.jobs] == [[5, 6]]
+    np.testing.assert_array_equal(before.val_probs, after.val_probs)
+    executor.close()
+
+
 @pytest.mark.parametrize("address", ["127.0.0.2:{port}", "127.0.0.2:notaport"])
 def test_ray_executor_fails_fast_without_a_cluster(ray_module, quick_evaluator, address):
     import socket
@@ -116,6 +133,7 @@ def test_ray_executor_survives_a_killed_node(ray_module, quick_evaluator, tmp_pa
             for job, evaluation in executor.completed():
                 results.setdefault(job.job_id, []).append(evaluation)
             killer.join(5)
+            again = executor.evaluate(jobs[0])  # synchronous, apart from the queue (proposers' trainings)
         finally:
             executor.close()
     assert not cluster.processes(), "a Ray process outlived the cluster"
@@ -127,6 +145,7 @@ def test_ray_executor_survives_a_killed_node(ray_module, quick_evaluator, tmp_pa
         assert evaluation.ok, (evaluation.reason, evaluation.detail)
         np.testing.assert_array_equal(evaluation.val_probs, reference[job_id].val_probs)
         assert evaluation.statistics.as_dict() == reference[job_id].statistics.as_dict()
+    np.testing.assert_array_equal(again.val_probs, reference[jobs[0].job_id].val_probs)
     for job_id, runs in killer.retried().items():  # re-run elsewhere; the result came from there
         assert len(runs) >= 2, f"the killed node's job was not run again: {runs}"
         assert executor.nodes[next(j.job_id for j in jobs if j.job_id.replace("/", "_") == job_id)] != killer.node
