@@ -99,7 +99,7 @@ class SearchLoop:
                                    warm_start=local_warm)
         self.executor: Executor | None = None  # opened by run()
         self.gate = Gate(store=self.store, evaluator=self.evaluator, config=c.acceptance,
-                         workers=c.sandbox.workers, timer=self._time)
+                         workers=c.sandbox.workers, timer=self._time, executor=lambda: self.executor)
         self.prefilter = Prefilter(config=c.prefilter, novelty=c.novelty)
         for row in self.store.candidates():
             if row.source and row.status not in ("filtered", "proposal_failed"):
