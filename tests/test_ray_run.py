@@ -97,6 +97,7 @@ def test_ray_run_survives_a_killed_worker_with_the_decisions_of_a_local_run(ray_
     per_node = {}
     for p in attempts.iterdir():
         per_node[p.name.split(".")[1][:8]] = per_node.get(p.name.split(".")[1][:8], 0) + 1
+    gate_jobs = {p.name.split(".")[0] for p in attempts.iterdir() if p.name.split(".")[0].endswith("+1")}
     print(f"\nray run: {len(rows)} candidates, {sum(r[5] == 'accepted' for r in rows)} accepted, decisions as the "
-          f"local run; attempts per node {per_node}; killed worker 1 ({killer.node[:8]}) while it ran "
-          f"{killer.retried()}")
+          f"local run; {len(gate_jobs)} instances trained for the sequential gate on Ray; attempts per node "
+          f"{per_node}; killed worker 1 ({killer.node[:8]}) while it ran {killer.retried()}")
