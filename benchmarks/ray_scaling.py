@@ -17,11 +17,13 @@ so they do the same evaluations and their wall clocks compare directly:
 One cluster (a head with no CPUs and two worker raylets, loopback only, 80 MB object stores) is
 started once; this process connects to it once, so a run's wall clock holds its own work only
 (the inputs put, the tasks, scoring, the store). Configurations are interleaved within each
-repeat, in a rotated order; medians are reported with the load average around each run.
-Overhead per evaluation = median wall(ray-k) / median wall(local-k) - 1, and the median of the
-per-repeat ratios (the pairs ran back to back). Also measured: the round trip of an empty Ray
-task, the head's scoring time per evaluation, and the local executor against the bare thread
-pool the loop used before it (same jobs, interleaved): "unchanged in speed".
+repeat, forwards then backwards (ABBA); medians are reported with the load average around each
+run. Overhead per evaluation = median wall(ray-k) / median wall(local-k) - 1, and the median of
+the per-repeat ratios (the pairs ran back to back). Then, closer to the mechanism: jobs one at a
+time through each executor, the head's wall per job minus the sandbox run's own wall (measured
+where it ran) = what the executor adds per evaluation. Also measured: the round trip of an
+empty Ray task, the head's scoring time per evaluation, and the local executor against the bare
+thread pool the loop used before it (same jobs, interleaved): "unchanged in speed".
 
 What this machine can say: 2 cores, shared with other work, the head and both worker raylets on
 them. So ray-2 vs local-2 compares two ways of keeping the same 2 cores busy; neither can exceed
@@ -111,6 +113,51 @@ def head_scoring_seconds(args, source: str, n: int = 20) -> float:
     return statistics.median(times)
 
 
+def dispatch_overhead(args, ray, sources: list[str], repeats: int, node_cache: Path) -> dict:
+    """One job at a time through each executor: the head's wall per job (submit to scored result)
+    minus the sandbox run's own wall (Evaluation.wall_seconds: measured where it ran) is what the
+    executor adds per evaluation; the Ray worker is pinned to worker0, warm starts on in both."""
+    from evaluator.evaluate import Evaluator
+    from evaluator.tasks import get_task
+    from sandbox import Limits, make_sandbox
+    from sandbox.executor import EvalJob, LocalExecutor
+    from sandbox.ray_executor import RayExecutor
+    task = get_task(args.task)
+    evaluator = Evaluator(task=task, sandbox=make_sandbox(args.sandbox), limits=Limits(timeout_s=300), warm_start=1)
+    executors = {"local": LocalExecutor(evaluator=evaluator, workers=1),
+                 "ray": RayExecutor(evaluator=evaluator, sandbox=args.sandbox, resources={"worker0": 0.001},
+                                    node_cache_dir=node_cache)}
+    rows: dict[str, dict[str, list[float]]] = {k: {"head_s": [], "run_s": []} for k in executors}
+    try:
+        for name, executor in executors.items():  # one job each first: data, worker processes, warm pools
+            executor.prewarm()
+            executor.map([EvalJob(source=sources[0], job_id=f"warm-up-{name}")]).__next__()
+        for rep in range(repeats):
+            order = list(executors) if rep % 2 == 0 else list(executors)[::-1]
+            for name in order:
+                for i, source in enumerate(sources):
+                    job = EvalJob(source=source, job_id=f"{name}-{rep}-{i}")
+                    start = time.perf_counter()
+                    executors[name].submit(job)
+                    (_, evaluation), = executors[name].wait()
+                    rows[name]["head_s"].append(time.perf_counter() - start)
+                    rows[name]["run_s"].append(evaluation.wall_seconds)
+    finally:
+        for executor in executors.values():
+            executor.close()
+        evaluator.close()
+    out = {}
+    for name, r in rows.items():
+        added = [h - w for h, w in zip(r["head_s"], r["run_s"])]
+        out[name] = {"n": len(added), "median_head_s": statistics.median(r["head_s"]),
+                     "median_run_s": statistics.median(r["run_s"]), "median_added_s": statistics.median(added),
+                     "mean_added_s": statistics.fmean(added), **r}
+    local_eval = out["local"]["median_head_s"]
+    out["ray_added_over_local_per_eval"] = (out["ray"]["median_added_s"] - out["local"]["median_added_s"]) / local_eval
+    out["ray_head_wall_ratio"] = out["ray"]["median_head_s"] / local_eval
+    return out
+
+
 def pool_check(args, sources: list[str], repeats: int) -> dict:
     """LocalExecutor (2 workers) vs the bare ThreadPoolExecutor over Evaluator.evaluate that the loop
     used before the executor: the same jobs, interleaved, warm starts on in both."""
@@ -176,7 +223,7 @@ def main() -> None:
             round_trip = ray_round_trip(ray)
             names = list(configs)
             for rep in range(args.repeats):
-                order = names[rep % len(names):] + names[:rep % len(names)]  # rotate: no config always first
+                order = names if rep % 2 == 0 else names[::-1]  # ABBA: each pair runs back to back, both ways
                 for name in order:
                     executor, workers, ray_options = configs[name]
                     if executor == "ray":
@@ -186,12 +233,13 @@ def main() -> None:
                     runs[name].append(result)
                     print(f"repeat {rep} {name:<8} {result['wall_s']:7.1f} s  {result['evaluations']} evaluations  "
                           f"load {result['loadavg_before'][0]:.2f}->{result['loadavg_after'][0]:.2f}", flush=True)
+            reference = runs["local-1"][0]["outcome"]
+            sources = [s for _, s, status, _ in reference if s and status in ("accepted", "rejected")][:8]
+            dispatch = dispatch_overhead(args, ray, sources, args.pool_repeats, scratch / "node-cache")
         finally:
             ray.shutdown()
 
-    reference = runs["local-1"][0]["outcome"]
     same = all(r["outcome"] == reference for rs in runs.values() for r in rs)
-    sources = [s for _, s, status, _ in reference if s and status in ("accepted", "rejected")][:8]
     scoring_s = head_scoring_seconds(args, sources[0])
     pool = pool_check(args, sources, args.pool_repeats)
 
@@ -220,6 +268,12 @@ def main() -> None:
           f"{1000 * (head_serial - scoring_s):.1f} ms per evaluation")
     print(f"one worker: {one:.2f} s per evaluation -> the head's serial work saturates at ~{bound:.0f} evaluations/s, "
           f"i.e. ~{bound * one:.0f} one-CPU workers of this speed (an extrapolation)")
+    d = dispatch
+    print(f"one job at a time, n={d['local']['n']} each: local {d['local']['median_head_s']:.2f} s per evaluation "
+          f"({1000 * d['local']['median_added_s']:.0f} ms outside the sandbox run), Ray {d['ray']['median_head_s']:.2f} s "
+          f"({1000 * d['ray']['median_added_s']:.0f} ms outside it): Ray adds "
+          f"{100 * d['ray_added_over_local_per_eval']:+.1f}% of a local evaluation; head wall ratio "
+          f"{d['ray_head_wall_ratio']:.3f}")
     print(f"local executor vs the loop's old thread pool, {pool['jobs']} jobs, 2 workers, n={pool['repeats']}: "
           + ", ".join(f"{k} {v:.1f} s" for k, v in pool["median_s"].items()) + f", ratio {pool['ratio']:.3f}")
     print(f"load average now: {loadavg()}")
@@ -231,6 +285,7 @@ def main() -> None:
                                      for k, v in runs.items()},
         "ray_empty_task_round_trip_s": round_trip, "head_scoring_s_per_eval": scoring_s,
         "head_serial_s_per_eval": head_serial, "head_bound_evals_per_s": bound, "pool_check": pool,
+        "dispatch": dispatch,
         "cpu_count": os.cpu_count(), "loadavg_end": loadavg(),
         "caveat": "2 shared cores: ray-2 and local-2 share them with the head and other work; scaling to more "
                   "machines is extrapolated from the per-evaluation overhead and the head's serial work, not measured"})
