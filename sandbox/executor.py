@@ -70,7 +70,10 @@ class Executor(ABC):
 
     @abstractmethod
     def wait(self, timeout: float | None = None) -> list[tuple[EvalJob, Evaluation]]:
-        """Block until a job finished or `timeout` passed; return every finished job ([] if none)."""
+        """Block until a job finished or `timeout` passed; return every finished job ([] if none).
+        A job the executor itself failed on (ExecutorError, a bug) raises: at once, or, when other
+        jobs finished beside it, at the next call, after those were returned (nothing finished is
+        thrown away; nothing unfinished is waited for)."""
 
     @property
     @abstractmethod
@@ -122,6 +125,7 @@ class LocalExecutor(Executor):
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ensnas-eval")
         self._done: queue.Queue[tuple[EvalJob, Future]] = queue.Queue()
         self._flight: set[str] = set()
+        self._error: BaseException | None = None  # raised by the next wait()
         self._lock = threading.Lock()
 
     def submit(self, job: EvalJob) -> bool:
@@ -137,11 +141,15 @@ class LocalExecutor(Executor):
     @property
     def in_flight(self) -> int:
         with self._lock:
-            return len(self._flight)
+            return len(self._flight) + (self._error is not None)  # an error still to report counts
 
     def wait(self, timeout: float | None = None) -> list[tuple[EvalJob, Evaluation]]:
-        if not self.in_flight:
-            return []
+        if self._error is not None:  # reported after the results that finished beside it
+            error, self._error = self._error, None
+            raise error
+        with self._lock:
+            if not self._flight:
+                return []
         try:
             finished = [self._done.get(timeout=timeout)]
         except queue.Empty:
@@ -152,16 +160,16 @@ class LocalExecutor(Executor):
             except queue.Empty:
                 break
         out = []
-        for i, (job, future) in enumerate(finished):
-            if future.exception() is not None:  # a bug, not a candidate's failure: raise it, keep the rest
-                for item in finished[i + 1:]:
-                    self._done.put(item)
-                with self._lock:
-                    self._flight.discard(job.job_id)
-                raise future.exception()
+        for job, future in finished:
             with self._lock:
                 self._flight.discard(job.job_id)
+            if future.exception() is not None:  # not a candidate's failure: raised after the others
+                self._error = self._error or future.exception()
+                continue
             out.append((job, future.result()))
+        if not out and self._error is not None:  # never wait on the rest first: they may never finish
+            error, self._error = self._error, None
+            raise error
         return out
 
     def evaluate(self, job: EvalJob) -> Evaluation:

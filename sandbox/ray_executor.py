@@ -133,6 +133,7 @@ class RayExecutor(Executor):
         self.nodes: dict[str, str] = {}  # job_id -> the node whose result was reported
         self.inputs_dirs: dict[str, str] = {}  # job_id -> where that node's sandbox read the inputs
         self._refs: dict = {}  # ObjectRef -> EvalJob, in flight
+        self._error: ExecutorError | None = None  # raised by the next wait()
         self._lock = threading.Lock()
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
@@ -173,9 +174,12 @@ class RayExecutor(Executor):
     @property
     def in_flight(self) -> int:
         with self._lock:
-            return len(self._refs)
+            return len(self._refs) + (self._error is not None)  # an error still to report counts
 
     def wait(self, timeout: float | None = None) -> list[tuple[EvalJob, Evaluation]]:
+        if self._error is not None:  # reported after the results that finished beside it
+            error, self._error = self._error, None
+            raise error
         with self._lock:
             refs = list(self._refs)
         if not refs:
@@ -188,7 +192,13 @@ class RayExecutor(Executor):
         for ref in ready:
             with self._lock:
                 job = self._refs.pop(ref)
-            out.append((job, self._score(job, ref)))
+            try:
+                out.append((job, self._score(job, ref)))
+            except ExecutorError as exc:
+                self._error = self._error or exc
+        if not out and self._error is not None:  # never wait on the rest first: with its node gone, they may never run
+            error, self._error = self._error, None
+            raise error
         return out
 
     def _score(self, job: EvalJob, ref) -> Evaluation:

@@ -80,6 +80,29 @@ def test_local_executor_runs_each_id_once_and_matches_direct_evaluation(quick_ev
     np.testing.assert_array_equal(got.val_probs, direct.val_probs)
 
 
+def test_a_job_the_executor_fails_on_is_raised_after_the_results_beside_it(quick_evaluator):
+    """A job that raises in the executor (not a candidate's failure: here a source that cannot be
+    written as UTF-8) stops the caller: after the jobs that finished with it were handed over, and
+    without waiting for the ones still running (on a lost cluster they might never end)."""
+    good = _jobs(2)
+    bad = EvalJob(source="def build_model(s, k):\n    return '\udc80'\n", job_id="unwritable")
+    with LocalExecutor(evaluator=quick_evaluator, workers=1) as executor:
+        executor.submit(good[0])
+        executor.submit(bad)
+        while executor._done.qsize() < 2:  # both finished (one way or the other) before anyone asked
+            time.sleep(0.05)
+        assert [job.job_id for job, _ in executor.wait()] == [good[0].job_id]
+        with pytest.raises(UnicodeEncodeError):
+            executor.wait()
+        executor.submit(bad)
+        executor.submit(good[1])  # queued behind the bad one: still running when that one fails
+        started = time.perf_counter()
+        with pytest.raises(UnicodeEncodeError):
+            executor.wait()
+        assert time.perf_counter() - started < 1.0 and executor.in_flight == 1
+        assert [job.job_id for job, _ in executor.completed()] == [good[1].job_id]
+
+
 def test_proposers_trainings_go_through_the_executor(quick_evaluator):
     class Observed(LocalExecutor):  # the real local executor, noting what it was asked to run
         def evaluate(self, job):
