@@ -101,3 +101,34 @@ def test_ray_run_survives_a_killed_worker_with_the_decisions_of_a_local_run(ray_
     print(f"\nray run: {len(rows)} candidates, {sum(r[5] == 'accepted' for r in rows)} accepted, decisions as the "
           f"local run; {len(gate_jobs)} instances trained for the sequential gate on Ray; attempts per node "
           f"{per_node}; killed worker 1 ({killer.node[:8]}) while it ran {killer.retried()}")
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_job_lost_on_every_attempt_stops_the_run_and_resume_ends_it_as_a_local_run(ray_module, tmp_path, cache_dir,
+                                                                                      monkeypatch, capsys):
+    """No retries and the only worker killed mid-evaluation: the run stops with a one-line error and
+    records nothing for that candidate; `ensnas resume` on a restarted head (here without the
+    cluster: the local executor) evaluates what is pending, once, and ends as an uninterrupted run."""
+    monkeypatch.setenv("ENSNAS_CACHE", str(cache_dir))
+    assert main(["run", "--config", _config(tmp_path, cycles=1), "--run-dir", str(tmp_path / "local"), "--quiet"]) == 0
+    local = _outcome(tmp_path / "local")
+
+    attempts, run_dir = tmp_path / "attempts", tmp_path / "ray"
+    attempts.mkdir()
+    config = _config(tmp_path, cycles=1, ray={"attempt_log": str(attempts), "max_retries": 0})
+    with LocalRayCluster(workers=1) as cluster:
+        killer = KillDuringAttempt(cluster, "worker0", attempts, skip=lambda job: job.startswith("c1_s"))
+        killer.start()
+        code = main(["run", "--config", config, "--executor", "ray", "--ray-address", cluster.address,
+                     "--run-dir", str(run_dir), "--quiet"])
+        killer.join(5)
+    assert killer.killed and code == 2
+    err = capsys.readouterr().err
+    assert "was lost on 1 attempts" in err and "nothing was recorded" in err, err
+    lost = int(killer.killed[0].split("_")[0][1:])
+    with RunStore(run_dir) as store:
+        assert (store.candidate(lost).status, store.candidate(lost).evaluations) == ("pending", 0)
+
+    assert main(["resume", str(run_dir), "--executor", "local", "--quiet"]) == 0
+    assert _outcome(run_dir) == local
