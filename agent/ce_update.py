@@ -12,7 +12,8 @@ in the store with its metrics.
 The fine-tune runs in a child process (``python -m agent.ce_update``): it loads its own copy of
 the base (de-quantised from the GGUF; bfloat16 where the CPU has bf16 instructions, gradient
 checkpointing for models above 1B parameters), never a deep copy of a cached one, and gives all
-its memory back when it exits. Its peak resident memory is measured and recorded. `epochs` is
+its memory back when it exits. The first de-quantisation of a GGUF is kept as safetensors in the
+model cache, keyed by the GGUF's SHA-256 (`load_base`), for every later update. Its peak resident memory is measured and recorded. `epochs` is
 honoured (steps = epochs x examples; `max_steps` only caps it). Library warnings, loss dicts and
 de-quantisation bars go to RUN/ce_update.log; a TTY shows one progress bar.
 """
@@ -108,12 +109,7 @@ def train_adapter(model, tokenizer, examples: list[dict[str, Any]], out_dir: Pat
                      disable_tqdm=True, gradient_checkpointing=gradient_checkpointing)
     lora = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    if getattr(model, "hf_quantizer", None) is not None:
-        # a GGUF checkpoint is de-quantised to float on load; only the marker says "quantized"
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+    _drop_quantized_marker(model)
 
     class Report(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -136,6 +132,72 @@ def train_adapter(model, tokenizer, examples: list[dict[str, Any]], out_dir: Pat
     import shutil
     shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
     return metrics
+
+
+def _drop_quantized_marker(model) -> None:
+    """A GGUF checkpoint is de-quantised to float on load; only a marker still says "quantized"
+    (and would stop the trainer and end up in a saved config)."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+
+
+def dequantised_dir(gguf: Path, dtype: str, sha256: str | None = None) -> Path:
+    """Where the de-quantised copy of a GGUF lives in the model cache: keyed by the GGUF's SHA-256
+    (given, e.g. the catalogue's pin, or hashed here) and the dtype, so other weights never match."""
+    from agent.generators.catalogue import cache_dir, sha256_file
+    return cache_dir() / "models" / "dequantised" / f"{(sha256 or sha256_file(gguf))[:16]}-{dtype}"
+
+
+COMPLETE = "ensnas_complete.json"      # written last: a directory without it is an interrupted save
+
+
+def load_base(model_dir: str | Path, gguf_file: str | None, dtype: str, *, cache: bool = True,
+              sha256: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer, how it was loaded) for training: a private float copy of the base.
+
+    De-quantising a GGUF in transformers is slow (it dominated the CE time: 1012 s for the 0.5B on
+    the loaded machine), so the first de-quantisation is saved as safetensors in the model cache
+    (dequantised_dir) and later CE updates, in this run or another, load that instead."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    info: dict[str, Any] = {"load_source": "checkpoint", "save_seconds": None}
+    start = time.perf_counter()
+    if not gguf_file:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+        return model, tokenizer, {**info, "load_seconds": time.perf_counter() - start}
+    cached = dequantised_dir(Path(model_dir) / gguf_file, dtype, sha256) if cache else None
+    if cached is not None and (cached / COMPLETE).is_file():
+        tokenizer = AutoTokenizer.from_pretrained(cached)
+        model = AutoModelForCausalLM.from_pretrained(cached, dtype=getattr(torch, dtype))
+        return model, tokenizer, {**info, "load_source": "cache", "cache_dir": str(cached),
+                                  "load_seconds": time.perf_counter() - start}
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, gguf_file=gguf_file, dtype=getattr(torch, dtype))
+    _drop_quantized_marker(model)
+    info.update(load_source="gguf", load_seconds=time.perf_counter() - start)
+    if cached is not None:
+        start = time.perf_counter()
+        partial = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
+        try:
+            model.save_pretrained(partial, safe_serialization=True)
+            tokenizer.save_pretrained(partial)
+            (partial / COMPLETE).write_text(json.dumps({"gguf": str(Path(model_dir) / gguf_file), "dtype": dtype}))
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(partial, cached)          # atomic; another process may have saved it first
+            except OSError:
+                pass
+            info.update(save_seconds=time.perf_counter() - start, cache_dir=str(cached))
+        except OSError as exc:                       # a full disk costs the cache, not the update
+            log.warning("could not cache the de-quantised base in %s: %s", cached, exc)
+        finally:
+            import shutil
+            shutil.rmtree(partial, ignore_errors=True)
+    return model, tokenizer, info
 
 
 def _quiet_libraries() -> None:
@@ -181,10 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--no-cache", action="store_true", help="de-quantise the GGUF, neither using nor saving a cached copy")
+    ap.add_argument("--gguf-sha256", help="the GGUF's SHA-256 when known (the cache key; hashed otherwise)")
     args = ap.parse_args(argv)
     _quiet_libraries()
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     def emit(**event) -> None:
         print(json.dumps(event), flush=True)
@@ -192,18 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     examples = json.loads(Path(args.examples).read_text())
     dtype = _training_dtype(args.dtype)
-    kwargs = {"gguf_file": args.gguf_file} if args.gguf_file else {}
-    start = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(args.model_dir, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=getattr(torch, dtype), **kwargs)
-    load_seconds = time.perf_counter() - start
+    model, tokenizer, loaded = load_base(args.model_dir, args.gguf_file, dtype, cache=not args.no_cache,
+                                         sha256=args.gguf_sha256)
+    load_seconds = loaded["load_seconds"]
     params = sum(p.numel() for p in model.parameters())
-    emit(event="loaded", seconds=load_seconds, params=params, dtype=dtype, rss_mb=_peak_rss_mb())
+    emit(event="loaded", seconds=load_seconds, params=params, dtype=dtype, rss_mb=_peak_rss_mb(),
+         source=loaded["load_source"])
     metrics = train_adapter(model, tokenizer, examples, out, rank=args.rank, alpha=args.alpha, epochs=args.epochs,
                             lr=args.lr, max_steps=args.max_steps, seed=args.seed,
                             gradient_checkpointing=params > 1e9,
                             progress=lambda step, total, loss: emit(event="step", step=step, total=total, loss=loss))
-    metrics.update(load_seconds=load_seconds, params=params, dtype=dtype, gradient_checkpointing=params > 1e9)
+    metrics.update(params=params, dtype=dtype, gradient_checkpointing=params > 1e9, **loaded)
     if args.gguf_file:
         from agent.generators.gguf_lora import peft_to_gguf
         metrics["gguf_adapter"] = str(peft_to_gguf(out, Path(args.model_dir) / args.gguf_file))
@@ -214,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_worker(examples: list[dict[str, Any]], out_dir: Path, *, model_dir: Path, gguf_file: str | None, ce,
-               seed: int, log_path: Path, show_progress: bool = False) -> dict[str, Any]:
+               seed: int, log_path: Path, show_progress: bool = False, gguf_sha256: str | None = None) -> dict[str, Any]:
     """Fine-tune in a child process; returns its metrics (peak memory included). Raises
     GeneratorError with the log's tail if it fails."""
     from agent.generators.base import GeneratorError
@@ -226,6 +287,10 @@ def run_worker(examples: list[dict[str, Any]], out_dir: Path, *, model_dir: Path
            "--epochs", str(ce.epochs), "--lr", str(ce.lr), "--max-steps", str(ce.max_steps), "--seed", str(seed)]
     if gguf_file:
         cmd += ["--gguf-file", gguf_file]
+    if gguf_sha256:
+        cmd += ["--gguf-sha256", gguf_sha256]
+    if not getattr(ce, "cache_dequantised", True):
+        cmd += ["--no-cache"]
     from tqdm import tqdm
     bar = tqdm(total=None, desc="CE update", leave=False, disable=not (show_progress and sys.stderr.isatty()))
     metrics: dict[str, Any] | None = None
@@ -269,10 +334,16 @@ def fine_tune_on_elites(loop, cycle: int) -> Path | None:
     steps = min(ce.epochs * len(examples), ce.max_steps) if ce.max_steps > 0 else ce.epochs * len(examples)
     log.info("CE update after cycle %d: LoRA fine-tune on %d elite example(s), %d step(s) → %s", cycle, len(examples),
              steps, out_dir)
+    from agent.generators.catalogue import MODELS
+    pinned = (loop.store.get_meta("generator") or {}).get("current") or {}
+    sha = MODELS[gen_cfg.model].sha256 if gen_cfg.model in MODELS else \
+        pinned.get("sha256") if pinned.get("model") == gen_cfg.model else None
     metrics = run_worker(examples, out_dir, model_dir=directory, gguf_file=gguf, ce=ce, seed=loop.config.seed + cycle,
-                         log_path=loop.run_dir / "ce_update.log", show_progress=getattr(loop, "progress", False))
+                         log_path=loop.run_dir / "ce_update.log", show_progress=getattr(loop, "progress", False),
+                         gguf_sha256=sha)
     metrics["candidates"] = [e["candidate"] for e in examples]
-    log.info("CE update: %d step(s) (%.1f epochs) in %.0f s, %.1f s per example, peak memory %.0f MB; adapter v%d%s",
+    log.info("CE update: base loaded from %s in %.0f s; %d step(s) (%.1f epochs) in %.0f s, %.1f s per example, peak "
+             "memory %.0f MB; adapter v%d%s", metrics.get("load_source"), metrics.get("load_seconds") or 0,
              metrics["steps"], metrics["epochs"], metrics["seconds"], metrics["seconds_per_example"],
              metrics["peak_rss_mb"], version, " (+ GGUF LoRA for llama.cpp)" if metrics.get("gguf_adapter") else "")
     with loop.store.transaction() as db:

@@ -10,7 +10,7 @@ import sys
 from agent.safe_text import SafeFormatter, safe_text
 from evaluator.failures import EnsnasError, EvaluationFailed
 
-COMMANDS = ["run", "inspect", "report", "export", "evaluate", "compare", "models", "doctor"]  # module names under agent.commands, in help order
+COMMANDS = ["run", "inspect", "report", "export", "predict", "evaluate", "compare", "models", "doctor"]  # module names under agent.commands, in help order
 
 
 DESCRIPTION = ("Search neural architectures and the ensembles they are deployed in: a local LLM\n"

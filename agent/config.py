@@ -71,6 +71,8 @@ class CEUpdateConfig(_Strict):
     epochs: int = 2
     lr: float = 2e-4
     max_steps: int = 30
+    cache_dequantised: bool = Field(True, description="keep the base de-quantised from the GGUF as safetensors in "
+                                                      "the model cache (keyed by its SHA-256) for later updates")
 
 
 class DeployConfig(_Strict):

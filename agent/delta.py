@@ -46,6 +46,7 @@ class EditFailure(str, Enum):
     timeout = "timeout"                   # the generator missed its deadline
     generator_error = "generator_error"   # the backend failed (server down, bad response)
     build_failed = "build_failed"         # parsed, but the sandbox build/shape/size check failed
+    duplicate = "duplicate"               # the program was already tried (same up to formatting and comments)
 
 
 @dataclass(frozen=True, kw_only=True)

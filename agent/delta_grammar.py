@@ -7,11 +7,14 @@ parent lines that occurs exactly once in the parent (so it matches exactly and u
 and whose REPLACE part rewrites it line for line (no line of it can be a block marker: a Python
 line never starts with '=', '<' or '>'), up to `max_blocks` blocks. The model still
 chooses which lines to edit and what to write; only answers that cannot apply are ruled out.
+`open_windows` narrows the SEARCH choices to lines not already tried on the parent, so that a
+model cannot write the same edit over and over when told not to.
 Backends that accept a grammar (llama.cpp's server, hence `llama_cpp` and `openai` with
 `grammar_field`) get it through `SamplingConfig.grammar`; the others generate unconstrained.
 """
 from __future__ import annotations
 
+import difflib
 import io
 import tokenize
 
@@ -69,21 +72,70 @@ def _inert_lines(parent: str) -> set[int]:
     return inert
 
 
-def unique_windows(parent: str, max_lines: int = 3) -> list[str]:
-    """Windows of 1..max_lines consecutive parent lines that start at exactly one place in the
-    parent text (the applier matches substrings, so a line must not hide inside another), have
-    at least one non-blank line, contain no import or docstring line, and can be rewritten line
-    for line (no multi-line bracket or string edge inside)."""
+def _fixed(line: str) -> bool:
+    """A line the grammar's REPLACE must copy as it is: blank, or a `def`/`class` line (the contract's names)."""
+    return not line.strip() or line.lstrip().startswith(("def ", "class ", "async def "))
+
+
+def window_spans(parent: str, max_lines: int = 3) -> list[tuple[int, int, str]]:
+    """(first line, line count, text) of each window of 1..max_lines consecutive parent lines that
+    starts at exactly one place in the parent text (the applier matches substrings, so a line must
+    not hide inside another), has a line the rewrite may change (not only blank and `def` lines,
+    whose only rewrite is themselves: a certain no_change), contains no import or docstring
+    line, and can be rewritten line for line (no multi-line bracket or string edge inside)."""
     lines = parent.splitlines()
     unsafe = _unsafe_lines(parent) | _inert_lines(parent)
-    found: list[str] = []
+    found: dict[str, tuple[int, int, str]] = {}
     for size in range(1, max_lines + 1):
         for i in range(len(lines) - size + 1):
             window = "\n".join(lines[i:i + size])
-            if (window.strip() and not any(map(parser_reads_specially, lines[i:i + size]))
+            if (window not in found and not all(map(_fixed, lines[i:i + size]))
+                    and not any(map(parser_reads_specially, lines[i:i + size]))
                     and not unsafe.intersection(range(i, i + size)) and _positions(parent, window) == 1):
-                found.append(window)
-    return list(dict.fromkeys(found))
+                found[window] = (i, size, window)
+    return list(found.values())
+
+
+def unique_windows(parent: str, max_lines: int = 3) -> list[str]:
+    """The texts of window_spans: the SEARCH parts the grammar can offer."""
+    return [text for _, _, text in window_spans(parent, max_lines)]
+
+
+def changed_lines(parent: str, child: str) -> set[int]:
+    """0-based parent lines that the edit parent -> child touched: replaced and deleted lines, and
+    for an insertion the line it follows (the grammar appends new lines after a window's last)."""
+    old, new = parent.splitlines(), child.splitlines()
+    touched: set[int] = set()
+    for tag, i1, i2, _, _ in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        if tag in ("replace", "delete"):
+            touched.update(range(i1, i2))
+        elif tag == "insert":
+            touched.add(max(0, i1 - 1))
+    return touched
+
+
+def open_windows(parent: str, tried: list[str] | tuple[str, ...] = (), *, avoid_after: int = 0, keep: int = 4,
+                 max_lines: int = 3) -> list[str]:
+    """The SEARCH windows left open for a new edit of `parent`, given the programs already tried
+    from it: a window is closed when one of its lines was changed by `avoid_after` or more of them
+    (0: none closed). At least `keep` windows stay open, the least-tried first, so a parent whose
+    lines were all tried can still be edited. This makes "do not repeat" structural: a model that
+    answered `HIDDEN = 128 -> 64` ten times in a row although the prompt listed it as tried (small
+    Qwen2.5-Coder, benchmarks/results/generator_validity_*) cannot anchor on that line again."""
+    spans = window_spans(parent, max_lines)
+    if not avoid_after or not tried:
+        return [text for _, _, text in spans]
+    counts: dict[int, int] = {}
+    for child in tried:
+        for line in changed_lines(parent, child):
+            counts[line] = counts.get(line, 0) + 1
+    load = {text: max(counts.get(line, 0) for line in range(i, i + size)) for i, size, text in spans}
+    opened = [text for _, _, text in spans if load[text] < avoid_after]
+    if len(opened) >= min(keep, len(spans)):
+        return opened
+    order = sorted(spans, key=lambda s: (load[s[2]], s[1], s[0]))      # least tried, then shortest, then first
+    chosen = {text for _, _, text in order[:keep]}
+    return [text for _, _, text in spans if text in chosen]
 
 
 def _is_header(line: str) -> bool:
@@ -110,7 +162,8 @@ header-rest ::= ( [ \t] expr )? ":" comment "\n"
 """.strip()
 
 
-def delta_grammar(parent: str, *, max_search_lines: int = 3, extra_replace_lines: int = 2, max_blocks: int = 1) -> str:
+def delta_grammar(parent: str, *, max_search_lines: int = 3, extra_replace_lines: int = 2, max_blocks: int = 1,
+                  windows: list[str] | None = None) -> str:
     """The GBNF grammar of 1..`max_blocks` applicable, well-formed SEARCH/REPLACE blocks for `parent`.
 
     SEARCH is a window that occurs once. REPLACE rewrites it line for line: each line keeps its
@@ -119,8 +172,16 @@ def delta_grammar(parent: str, *, max_search_lines: int = 3, extra_replace_lines
     `extra_replace_lines` more statements at the last line's indentation (none after a header). So
     the block structure, and with it Python's indentation rules, cannot break; brackets and strings
     are balanced within each line, and no REPLACE line can be a block marker. Blocks after the first
-    may name any window; one that overlaps an earlier block's fails to apply (a typed failure)."""
-    windows = unique_windows(parent, max_search_lines)
+    may name any window; one that overlaps an earlier block's fails to apply (a typed failure).
+    `windows` restricts the SEARCH parts to a subset of unique_windows (open_windows: the lines not
+    yet tried); a window that is not one of them raises ValueError."""
+    allowed = unique_windows(parent, max_search_lines)
+    if windows is not None:
+        strays = [w for w in windows if w not in allowed]
+        if strays:
+            raise ValueError(f"not an anchor of the parent: {strays[0]!r}")
+        allowed = [w for w in allowed if w in set(windows)]
+    windows = allowed
     if not windows:
         raise ValueError("the parent has no line that occurs exactly once: nothing to anchor an edit on")
     more = f' ( "\\n\\n" block ){{0,{max_blocks - 1}}}' if max_blocks > 1 else ""

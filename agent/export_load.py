@@ -9,7 +9,8 @@ column encodings; preprocess.py next to this file) and returns the ensemble's cl
 probabilities as a numpy array. `ens(x)` takes inputs that are already preprocessed.
 
 Warning: loading imports program.py, the searched candidate's own code, outside any sandbox.
-Load only exports whose program you trust (or read program.py first).
+Load only exports whose program you trust (or read program.py first), or predict in a sandbox:
+    ensnas predict EXPORT_DIR --inputs X.npy --out P.npy [--raw]
 """
 import importlib.util
 import json

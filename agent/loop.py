@@ -19,14 +19,16 @@ import numpy as np
 
 from agent import progress, run_state, summary
 from agent.config import RunConfig
-from agent.delta import unified_diff
+from agent.evaluating import evaluate_cycle, evaluate_jobs, open_executor
 from agent.gate import Gate
+from agent.generators.pin import describe, pin_new_run
 from agent.population.budgets import Spent, evaluations_left, exhausted
 from agent.population.engine import Population
 from agent.population.judge import GateJudge
-from agent.population.plan import Slot, arm_name, arms_for, split_arm
+from agent.population.plan import arms_for
 from agent.prefilter import Prefilter
-from agent.proposers.base import Candidate, LoopResources, ProgramRecord, ProposalContext, make_proposer
+from agent.proposers.base import LoopResources, ProgramRecord, make_proposer
+from agent.proposing import propose_cycle
 from agent.report import refresh_report
 from agent.run_lock import RunLock
 from agent.store import CandidateRow, RunDirError, RunStore, run_dir_state
@@ -35,7 +37,7 @@ from evaluator.failures import ConfigError
 from evaluator.statistics import predicted_from_dict
 from evaluator.tasks import TaskConfig, get_task
 from sandbox import Limits, make_sandbox
-from sandbox.executor import EvalJob, Executor, ExecutorEvaluator, job_id_for, make_executor
+from sandbox.executor import Executor, ExecutorEvaluator
 from sandbox.select import resolve_sandbox_name
 from theory.proxy import predicted_rank_correlation
 
@@ -80,10 +82,13 @@ class SearchLoop:
         else:
             if run_dir_state(self.run_dir) in ("started", "foreign"):  # "incomplete": killed while created
                 raise RunDirError(f"{self.run_dir} already holds a run; use `ensnas resume {self.run_dir}`")
-            self.config = config or RunConfig()
+            # the generator's model is saved explicit, so a resume cannot drift to a newer default
+            self.config, generator = pin_new_run(config or RunConfig())
             self.store = RunStore(self.run_dir, create=True)
             self.store.set_meta("config", self.config.model_dump(mode="json"))
-            self.store.set_meta("versions", _versions())
+            self.store.set_meta("versions", {**_versions(), "generator": describe(generator and generator["current"])})
+            if generator:
+                self.store.set_meta("generator", generator)
         c = self.config
         run_state.mark_running(self.store, self.lock.holder)
         self.task: TaskConfig = get_task(c.task, data_path=c.data_path)
@@ -99,7 +104,7 @@ class SearchLoop:
                                    warm_start=local_warm)
         self.executor: Executor | None = None  # opened by run()
         self.gate = Gate(store=self.store, evaluator=self.evaluator, config=c.acceptance,
-                         workers=c.sandbox.workers, timer=self._time, executor=lambda: self.executor)
+                         workers=c.sandbox.workers, timer=self.time_spent, executor=lambda: self.executor)
         self.prefilter = Prefilter(config=c.prefilter, novelty=c.novelty)
         for row in self.store.candidates():
             if row.source and row.status not in ("filtered", "proposal_failed"):
@@ -133,7 +138,7 @@ class SearchLoop:
         ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ensnas-propose") \
             if self.config.pipeline == "overlapped" else None
         try:
-            self.executor = self._open_executor()
+            self.executor = open_executor(self.config, self.evaluator)
             self.executor.prewarm()
             self._ensure_seed()
             self.store.set_state("stopped", None)
@@ -178,16 +183,7 @@ class SearchLoop:
         finally:
             self.lock.release()
 
-    def _open_executor(self) -> Executor:
-        c = self.config
-        if c.executor == "ray":  # each node resolves the configured backend (auto: its strongest) itself
-            return make_executor("ray", evaluator=self.evaluator, address=c.ray.address, sandbox=c.sandbox.backend,
-                                 max_retries=c.ray.max_retries, warm_start=c.sandbox.warm_start and c.ray.warm_start,
-                                 node_cache_dir=c.ray.node_cache_dir, attempt_log=c.ray.attempt_log,
-                                 resources=c.ray.resources)
-        return make_executor(c.executor, evaluator=self.evaluator, workers=c.sandbox.workers)
-
-    def _time(self, key: str, seconds: float) -> None:
+    def time_spent(self, key: str, seconds: float) -> None:
         with self._timing_lock:
             self.timings[key] = self.timings.get(key, 0.0) + seconds
 
@@ -198,7 +194,7 @@ class SearchLoop:
                      evaluations=sum(r.evaluations for r in rows if r.cycle > 0),
                      tokens=sum(_tokens(r.meta) for r in rows))
 
-    def _planned_evaluations(self) -> int:
+    def planned_evaluations(self) -> int:
         """Evaluations done or committed to: candidates past the pre-filter (independent of timing)."""
         return sum(1 for r in self.store.candidates() if r.cycle > 0 and r.status not in ("filtered", "proposal_failed"))
 
@@ -272,161 +268,18 @@ class SearchLoop:
             return False
         if exhausted(self.config.budget, self.spent()):
             return False
-        left = evaluations_left(self.config.budget, Spent(evaluations=self._planned_evaluations()))
+        left = evaluations_left(self.config.budget, Spent(evaluations=self.planned_evaluations()))
         return left is None or left > 0
 
-    def _through(self, cycle: int) -> int:
-        """The last cycle whose decisions proposals for `cycle` see (0: the seed)."""
-        return max(0, cycle - self.lag)
-
-    def _snapshot(self, cycle: int) -> list[CandidateRow]:
-        """What proposals for `cycle` may see: the seed and candidates of cycles <= cycle - lag, all decided."""
-        return [r for r in self.store.candidates(order="recent") if r.cycle <= self._through(cycle)]
-
-    def _incumbent_through(self, cycle: int) -> int:
-        if cycle < 1:
-            return self.store.get_state("seed_id")
-        rows = [c for c in self.store.cycles() if c["cycle"] == cycle]
-        return rows[0]["incumbent_after"] if rows and rows[0]["incumbent_after"] is not None \
-            else self.store.get_state("incumbent")
-
-    def _context(self, cycle: int, snapshot: list[CandidateRow]) -> ProposalContext:
-        incumbent = self.store.candidate(self._incumbent_through(self._through(cycle)))
-        recent = [record(r) for r in snapshot[: max(self.config.history, 32)]]
-        elite_rows = sorted((r for r in snapshot if r.status in ("accepted", "seed", "rejected") and r.statistics),
-                            key=lambda r: predicted(r, self.members))[: self.config.elites]
-        return ProposalContext(task=self.task, incumbent=record(incumbent), history=recent,
-                               elites=[record(r) for r in elite_rows], cycle=cycle,
-                               rng=np.random.default_rng([self.config.seed, cycle]), members=self.members)
-
-    def _slot_context(self, cycle: int, j: int, slot: Slot, snapshot: list[CandidateRow],
-                      archive: list[ProgramRecord]) -> ProposalContext:
-        rec = {r.id: r for r in archive}
-        get = lambda cid: rec.get(cid) or record(self.store.candidate(cid))  # noqa: E731
-        return ProposalContext(task=self.task, incumbent=get(slot.parent), cycle=cycle, members=self.members,
-                               history=[record(r) for r in snapshot[: max(self.config.history, 32)]],
-                               elites=archive, rng=np.random.default_rng([self.config.seed, cycle, j]),
-                               second_parent=get(slot.second_parent) if slot.second_parent is not None else None,
-                               inspirations=[get(i) for i in slot.inspirations], operator=slot.operator,
-                               island=slot.island)
-
-    def _cycle_budget(self) -> int:
-        total = self.config.population.candidates or sum(spec.candidates for spec, _ in self.proposers)
-        left = evaluations_left(self.config.budget, Spent(evaluations=self._planned_evaluations()))
-        return total if left is None else min(total, left)
-
     def _propose(self, cycle: int) -> None:
-        with self.store.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO cycles(cycle, status, started, incumbent_before) VALUES(?,?,?,?)",
-                       (cycle, "proposing", time.time(), self.store.get_state("incumbent")))
-        snapshot = self._snapshot(cycle)
-        budget = self._cycle_budget()
-        proposals: list[tuple[Candidate, str, int | None]] = []   # (candidate, arm, island)
-        allocation, arm_state = None, {}
-        if self.population is not None:
-            fixed = {arm_name(spec.name, "mutate" if spec.name == "llm" else None): spec.candidates
-                     for spec, _ in self.proposers}
-            plan = self.population.plan(cycle, self.arms, budget, through_cycle=self._through(cycle), fixed=fixed)
-            allocation, arm_state = plan.allocation, plan.state
-            archives = self.population.archives(at_cycle=self._through(cycle))
-            records = [sorted((record(self.store.candidate(m.id)) for m in a),
-                              key=lambda r: predicted_from_dict(r.statistics, self.members)) for a in archives]
-            by_name = {spec.name: proposer for spec, proposer in self.proposers}
-            for j, slot in enumerate(plan.slots):
-                proposer = by_name[split_arm(slot.arm)[0]]
-                start = time.perf_counter()
-                ctx = self._slot_context(cycle, j, slot, snapshot, records[slot.island])
-                with progress.phase(f"cycle {cycle}: {slot.arm} proposing ({j + 1}/{len(plan.slots)})"):
-                    for cand in proposer.propose(ctx, 1):
-                        proposals.append((dataclasses.replace(cand, meta=dict(cand.meta, slot=slot.as_dict())),
-                                          slot.arm, slot.island))
-                self._time("proposal", time.perf_counter() - start)
-        else:
-            ctx = self._context(cycle, snapshot)
-            for spec, proposer in self.proposers:
-                n = min(spec.candidates, budget - len(proposals))
-                if n <= 0:
-                    break
-                start = time.perf_counter()
-                with progress.phase(f"cycle {cycle}: {spec.name} proposing {n}"):
-                    for cand in proposer.propose(ctx, n):
-                        proposals.append((cand, spec.name, None))
-                self._time("proposal", time.perf_counter() - start)
-        self._insert_proposals(cycle, proposals, allocation, arm_state)
-
-    def _insert_proposals(self, cycle: int, proposals: list, allocation: dict | None, arm_state: dict) -> None:
-        start = time.perf_counter()
-        parents: dict[int, str] = {}
-        with self.store.transaction() as db:
-            for cand, arm, island in proposals:
-                if cand.parent_id is not None and cand.parent_id not in parents:
-                    parents[cand.parent_id] = self.store.candidate(cand.parent_id).source or ""
-                diff = unified_diff(parents.get(cand.parent_id, ""), cand.source or "", parent_name=f"#{cand.parent_id}",
-                                    child_name="candidate")
-                common = dict(cycle=cycle, proposer=cand.proposer, parent_id=cand.parent_id, diff=diff, island=island,
-                              arm=arm)
-                if cand.failure or not cand.source:
-                    self.store.insert_candidate(db, source=cand.source or None, status="proposal_failed",
-                                                reason=cand.failure or "empty", detail=cand.failure_detail,
-                                                meta=cand.meta, **common)
-                    continue
-                verdict = self.prefilter.check(cand.source)
-                status = "pending" if verdict.passed else "filtered"
-                meta = dict(cand.meta, novelty={"similarity": verdict.similarity, "nearest": verdict.nearest_id})
-                cid = self.store.insert_candidate(db, source=cand.source, status=status,
-                                                  reason=verdict.reason.value if verdict.reason else None,
-                                                  detail=verdict.detail, meta=meta, **common)
-                if verdict.passed:
-                    self.prefilter.archive(cid, cand.source)  # later proposals in this cycle see it
-            if allocation is not None:
-                self.store.record_allocation(db, cycle=cycle, allocation=allocation, state=arm_state)
-            # with the proposals, so a resumed run continues each proposer exactly where they left it
-            for spec, proposer in self.proposers:
-                self.store.set_state(f"proposer:{spec.name}", proposer.state_dict(), db)
-            db.execute("UPDATE cycles SET status = 'evaluating' WHERE cycle = ?", (cycle,))
-        self._time("store", time.perf_counter() - start)
-        if allocation:
-            log.info("cycle %d: bandit allocation %s", cycle, ", ".join(f"{a} {n}" for a, n in allocation.items() if n))
+        propose_cycle(self, cycle)   # agent/proposing.py
 
     def _evaluate(self, cand_id: int, source: str, instances: int = 2) -> Evaluation:
         """One candidate (the seed program) through the executor, recorded."""
-        return self._evaluate_jobs([(cand_id, source)], instances=instances)[cand_id]
+        return evaluate_jobs(self, [(cand_id, source)], instances=instances)[cand_id]
 
     def _evaluate_all(self, pending: list[CandidateRow], cycle: int) -> None:
-        run_state.set_phase(self.store, "evaluating", cycle)
-        with progress.phase(f"cycle {cycle}: evaluating in the sandbox", total=len(pending)) as bar:
-            self._evaluate_jobs([(row.id, row.source) for row in pending], on_result=lambda: bar.advance())
-
-    def _evaluate_jobs(self, rows: list[tuple[int, str]], *, instances: int = 2,
-                       on_result=lambda: None) -> dict[int, Evaluation]:
-        """Evaluate (candidate id, source) pairs through the executor, recording each as it finishes.
-        A job's id names its candidate and seeds: run again (a lost node, a restarted head), it is
-        the same job, and the store records a candidate once."""
-        owners: dict[str, int] = {}
-        for cand_id, source in rows:
-            job = EvalJob(source=source, instances=instances,
-                          job_id=job_id_for(cand_id, seed_base=0, instances=instances))
-            owners[job.job_id] = cand_id
-            self.executor.submit(job)
-        results: dict[int, Evaluation] = {}
-        for job, result in self.executor.completed():
-            cand_id = owners[job.job_id]
-            self._record(cand_id, result)
-            results[cand_id] = result
-            on_result()
-            log.debug("candidate %d: %s", cand_id, "ok" if result.ok else result.reason.value)
-        return results
-
-    def _record(self, cand_id: int, result: Evaluation) -> None:
-        start = time.perf_counter()
-        self.store.record_evaluation(
-            cand_id, ok=result.ok, reason=result.reason.value if result.reason else None, detail=result.detail,
-            statistics=result.statistics.as_dict() if result.statistics else None, param_count=result.param_count,
-            seconds=result.wall_seconds, val=result.val_probs, test=result.test_probs, latency=result.latency_ms,
-            seeds=result.seeds)
-        self._time("store", time.perf_counter() - start)
-        self._time("sandbox", result.sandbox_seconds - sum(result.train_seconds))
-        self._time("training", sum(result.train_seconds))
+        evaluate_cycle(self, pending, cycle)   # agent/evaluating.py
 
     def _decide(self, cycle: int) -> None:
         """The gate, candidate by candidate in id order; each decision commits with its statistics
@@ -494,7 +347,7 @@ class SearchLoop:
         start = time.perf_counter()
         with progress.phase(f"cycle {cycle}: CE update (LoRA fine-tune of the generator)"):
             path = fine_tune_on_elites(self, cycle)
-        self._time("ce_update", time.perf_counter() - start)
+        self.time_spent("ce_update", time.perf_counter() - start)
         if path is not None:
             self.resources.adapter_path = str(path)
 

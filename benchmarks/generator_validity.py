@@ -8,15 +8,19 @@ adaptive deadline). Every answer's build validity is checked by Evaluator.check 
 
 A variant is MODE/DIVERSITY:
   MODE       delta | full | delta-constrained (delta decoded under agent.delta_grammar)
-  DIVERSITY  off    one temperature (--temperature), no "already tried" section, no hints (before)
-             on     the proposer's defaults: rotating temperatures, the edits already tried on
-                    the parent shown as "do not repeat" (its own earlier answers here)
-             hints  on + a rotating operator hint per proposal (agent.proposers.llm.OPERATOR_HINTS)
+  DIVERSITY  off       one temperature (--temperature), no "already tried" section, no hints
+             on        rotating temperatures, the edits already tried on the parent shown as
+                       "do not repeat" (its own earlier answers here); repeats passed on
+             distinct  the proposer's defaults: `on` + lines tried `avoid_tried_lines` times closed
+                       as grammar anchors + a repeated program re-drawn, then failed as duplicate
+             hints     distinct + a rotating operator hint per proposal (OPERATOR_HINTS)
 
-Repair off vs on comes from the same proposals (paired): "off" is each proposal's first
-answer, "on" its outcome after up to K repair turns. Rates per variant:
+Repair off vs on comes from the same proposals (paired): "off" is each proposal's answer before
+any repair turn (after the re-draws of repeated programs, which are part of one answer), "on" its
+outcome after up to K repair turns. Rates per variant:
   parse-valid     the answer is in the required format (blocks / a code block found, not cut off)
   apply-valid     the edit applied and the new program parses and differs from the parent
+                  (a duplicate of a known program counts as applied, not as build-valid)
   build-valid     ... and the sandbox build/shape/size check passes
   distinct valid  the number of different build-valid programs (agent.proposers.llm.program_key:
                   equal up to formatting and comments); the search needs ideas, not copies
@@ -73,7 +77,7 @@ def two_proportion_p(k1: int, n1: int, k2: int, n2: int) -> float:
 def classify(attempt: dict) -> tuple[bool, bool, bool]:
     failure = attempt["failure"]
     parse = failure not in FORMAT_FAILURES and failure not in ("timeout", "generator_error")
-    apply = parse and failure in (None, "build_failed")
+    apply = parse and failure in (None, "build_failed", "duplicate")
     return parse, apply, failure is None
 
 
@@ -82,12 +86,17 @@ def variant_config(mode: str, diversity: str, args) -> dict:
     cfg: dict = {"mode": "full" if mode == "full" else "delta", "constrained": mode == "delta-constrained",
                  "repair_retries": args.repairs, "check_build": True, "prompts_dir": args.prompts_dir,
                  "max_blocks": args.max_blocks}
+    legacy = {"avoid_tried_lines": 0, "reject_repeats": False}
     if diversity == "off":
-        cfg.update(temperatures=[args.temperature], show_tried=0, hints=[])
+        cfg.update(temperatures=[args.temperature], show_tried=0, hints=[], **legacy)
+    elif diversity == "on":
+        cfg.update(**legacy)
     elif diversity == "hints":
         cfg.update(hints=list(OPERATOR_HINTS))
-    elif diversity != "on":
-        raise SystemExit(f"unknown diversity {diversity!r} (off, on, hints)")
+    elif diversity != "distinct":
+        raise SystemExit(f"unknown diversity {diversity!r} (off, on, distinct, hints)")
+    if args.avoid_after is not None and diversity in ("distinct", "hints"):
+        cfg["avoid_tried_lines"] = args.avoid_after
     return cfg
 
 
@@ -106,9 +115,15 @@ def run_variant(variant: str, args, evaluator: Evaluator, generator, task, check
         start = time.perf_counter()
         (cand,) = proposer.propose(ctx, 1)
         wall = time.perf_counter() - start
-        first, last = cand.meta["attempts"][0], cand.meta["attempts"][-1]
+        attempts = cand.meta["attempts"]
+        first = [a for a in attempts if a.get("turn", a["attempt"]) == 0][-1]    # the answer before any repair
+        last = attempts[-1]
         per.append({"first": classify(first), "final": classify(last), "first_failure": first["failure"],
-                    "final_failure": cand.failure, "first_tokens": first["tokens"], "first_seconds": first["seconds"],
+                    "redraws": sum(a["failure"] == "duplicate" for a in attempts), "windows": cand.meta.get("windows"),
+                    "final_failure": cand.failure, "first_tokens": first["tokens"],
+                    # the cost of the answer before repair: every draw of turn 0 (None: it timed out)
+                    "first_seconds": None if first["seconds"] is None else
+                    sum(a["seconds"] or 0.0 for a in attempts if a.get("turn", a["attempt"]) == 0),
                     "tokens": cand.meta["tokens"], "gen_seconds": cand.meta["seconds"], "wall_s": wall,
                     "attempts": len(cand.meta["attempts"]), "temperature": cand.meta.get("temperature"),
                     "hint": cand.meta.get("hint"), "program_key": cand.meta["program_key"],
@@ -225,8 +240,12 @@ def main() -> int:
     ap.add_argument("--delta-tokens", type=int, default=256)
     ap.add_argument("--full-tokens", type=int, default=512)
     ap.add_argument("--max-blocks", type=int, default=1, help="blocks the delta grammar admits")
+    ap.add_argument("--avoid-after", type=int, default=None,
+                    help="distinct/hints: close anchors changed this many times (default: the proposer's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default=None, help="results name (default generator_validity_<model>)")
+    ap.add_argument("--chat-template", default=None,
+                    help="Jinja chat template file for a GGUF without one (prompts/chat_templates/gemma.jinja)")
     ap.add_argument("--prompts-dir", default=None, help="templates overriding prompts/templates (prompt variants)")
     ap.add_argument("--variants", default="delta-constrained/off,delta-constrained/on,delta/on",
                     help="comma-separated MODE/DIVERSITY (see the module docstring)")
@@ -241,7 +260,9 @@ def main() -> int:
     task = get_task("digits")
     evaluator = Evaluator(task=task, sandbox=make_sandbox("subprocess"), limits=Limits(timeout_s=120))
     started, load_before = time.perf_counter(), os.getloadavg()
-    generator = make_generator({"backend": "llama_cpp", "model": model, "threads": args.threads})
+    template = Path(args.chat_template).read_text() if args.chat_template else None
+    generator = make_generator({"backend": "llama_cpp", "model": model, "threads": args.threads,
+                                "chat_template": template})
     modes = {}
     try:
         generator.generate([{"role": "user", "content": "hi"}])      # start + calibrate outside the timings
@@ -264,7 +285,7 @@ def main() -> int:
                           f"{args.threads} thread(s)", "calibration": generator.calibration,
              "n_per_variant": args.n, "repair_turns": args.repairs, "temperature_off": args.temperature,
              "delta_max_new_tokens": args.delta_tokens, "full_max_new_tokens": args.full_tokens,
-             "max_blocks": args.max_blocks, "sandbox": "subprocess, Evaluator.check",
+             "chat_template": args.chat_template, "max_blocks": args.max_blocks, "avoid_after": args.avoid_after, "sandbox": "subprocess, Evaluator.check",
              "prompts_dir": args.prompts_dir or "prompts/templates (bundled)",
              "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
     path = write_result(name, {"scale": scale, "modes": modes, **analysis,

@@ -108,6 +108,7 @@ def bench_task(task_name: str, repeats: int, epochs: int | None, train_subset: i
     walls.update({f"{n} {when}": [] for n in warm for when in ("idle", "burst")})
     interpreter: list[float] = []
     accuracy: dict[str, float] = {}
+    loads: list[list[float]] = []  # the 1/5/15-minute load average at each repeat: the machine is shared
 
     def timed(label: str, ev: Evaluator) -> None:
         start = time.perf_counter()
@@ -117,6 +118,7 @@ def bench_task(task_name: str, repeats: int, epochs: int | None, train_subset: i
         accuracy[label] = result.statistics.accuracy
 
     for _ in range(repeats):
+        loads.append(list(os.getloadavg()))
         interpreter.append(fresh_interpreter_seconds())
         for name, ev in evaluators.items():
             timed(name, ev)
@@ -140,7 +142,8 @@ def bench_task(task_name: str, repeats: int, epochs: int | None, train_subset: i
     b = task.budget
     print(f"\ntask={task.name} epochs={b.epochs} train_subset={b.train_subset} seed={task.seed_program} instances=2 "
           f"repeats={repeats} threads=1; bare evaluation {bare:.2f} s; fresh python+torch "
-          f"{statistics.median(interpreter):.2f} s")
+          f"{statistics.median(interpreter):.2f} s; 1-min load average {min(l[0] for l in loads):.1f}-"
+          f"{max(l[0] for l in loads):.1f} on {os.cpu_count()} cores")
     print(f"{'backend':<22} {'median s':>9} {'overhead s':>11} {'overhead %':>11} {'vs subprocess s':>16} {'accuracy':>9}")
     for r in rows:
         iso = f"{r['isolation_overhead_s']:+.2f}" if r["isolation_overhead_s"] is not None else "-"
@@ -149,7 +152,8 @@ def bench_task(task_name: str, repeats: int, epochs: int | None, train_subset: i
     for name, why in skipped.items():
         print(f"{name:<11} skipped: {why}")
     return {"task": task.name, "epochs": b.epochs, "train_subset": b.train_subset, "seed_program": task.seed_program,
-            "instances": 2, "repeats": repeats, "fresh_interpreter_s": interpreter, "rows": rows, "skipped": skipped}
+            "instances": 2, "repeats": repeats, "fresh_interpreter_s": interpreter, "load_average_per_repeat": loads,
+            "rows": rows, "skipped": skipped}
 
 
 def _vs_subprocess(name: str, median: float, walls: dict[str, list[float]]) -> float | None:
@@ -218,6 +222,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sandbox_overhead.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
+    load_at_start = list(os.getloadavg())
     mechanics = lifecycle()
     runs = [bench_task(name, args.repeats, args.epochs, args.train_subset) for name in args.tasks.split(",") if name]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -229,7 +234,8 @@ def main() -> None:
         return
     Path(args.out).write_text(json.dumps({
         "threads": 1, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-        "load_average_at_end": os.getloadavg(), "lifecycle": mechanics, "runs": runs,
+        "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg(), "lifecycle": mechanics,
+        "runs": runs,
         "targets": {"overhead_ratio_below": 0.05, "overhead_s_below": 1.0}}, indent=2))
     print(f"wrote {args.out}")
 

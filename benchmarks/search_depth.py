@@ -39,12 +39,16 @@ from evaluator.statistics import compute_statistics  # noqa: E402
 REFERENCE = (1.5, 10.0, 10.0)   # (test Brier, params, latency) as multiples of the seed program's
 MEMBERS = 5
 CODE = "gate"   # results of an earlier judge (the fixed bootstrap test) are not mixed in
-METHODS = {
-    "hill_climber": dict(population={"enabled": False}, pipeline="off",
-                         proposers=[{"name": "random", "candidates": 2}, {"name": "evolution", "candidates": 2}]),
-    "population": dict(population={"enabled": True, "islands": 2, "migrate_every": 3}, pipeline="overlapped",
-                       proposers=[{"name": "random", "candidates": 2}, {"name": "evolution", "candidates": 1},
-                                  {"name": "crossover", "candidates": 1}]),
+METHODS = {"hill_climber": dict(population={"enabled": False}, pipeline="off"),
+           "population": dict(population={"enabled": True, "islands": 2, "migrate_every": 3}, pipeline="overlapped")}
+# the proposers of each method, per preset; the population search adds its crossover operator (without
+# a model: the crossover proposer; with the LLM: the llm:crossover arm, which needs no extra proposer)
+PROPOSERS = {
+    "mutation": {"hill_climber": [{"name": "random", "candidates": 2}, {"name": "evolution", "candidates": 2}],
+                 "population": [{"name": "random", "candidates": 2}, {"name": "evolution", "candidates": 1},
+                                {"name": "crossover", "candidates": 1}]},
+    "llm": {m: [{"name": "llm", "candidates": 2}, {"name": "evolution", "candidates": 1},
+                {"name": "random", "candidates": 1}] for m in METHODS},
 }
 
 
@@ -71,13 +75,15 @@ def front_hv(points: list[dict], seed: dict) -> float:
     return hypervolume(np.array(pts).reshape(-1, 3), REFERENCE) / float(np.prod(REFERENCE)) if pts else 0.0
 
 
-def one_run(workdir: Path, task: str, method: str, seed: int, evaluations: int, max_cycles: int) -> dict:
+def one_run(workdir: Path, task: str, method: str, seed: int, evaluations: int, max_cycles: int,
+            preset: str = "mutation") -> dict:
     task_file = workdir / "task.yaml"
     task_file.write_text(TASKS[task])
     config = RunConfig.load(None, task=str(task_file), cycles=max_cycles, seed=seed, noise_instances=4,
                             sandbox={"backend": "subprocess", "workers": 2}, ce_update={"enabled": False},
                             deploy={"members": MEMBERS, "export": True}, acceptance={"members": MEMBERS},
-                            budget={"max_evaluations": evaluations}, **METHODS[method])
+                            budget={"max_evaluations": evaluations}, proposers=PROPOSERS[preset][method],
+                            **METHODS[method])
     start = time.perf_counter()
     loop = SearchLoop(run_dir=workdir / "run", config=config, progress=False)
     report = loop.run()          # the search, then the final incumbent and the seed as real M-ensembles
@@ -145,8 +151,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--evaluations", type=int, default=24)
     parser.add_argument("--max-cycles", type=int, default=40)
-    parser.add_argument("--name", default="search_depth")
+    parser.add_argument("--proposers", choices=sorted(PROPOSERS), default="mutation",
+                        help="mutation: evolution + random; llm: the default generator + evolution + random")
+    parser.add_argument("--name", default=None, help="results name (default: search_depth, or search_depth_llm)")
     args = parser.parse_args()
+    args.name = args.name or ("search_depth" if args.proposers == "mutation" else f"search_depth_{args.proposers}")
     out = RESULTS / f"{args.name}.json"
     previous = json.loads(out.read_text()).get("runs", []) if out.exists() else []
     runs = [r for r in previous if r.get("evaluations_budget") == args.evaluations and r.get("code") == CODE]
@@ -159,10 +168,11 @@ def main() -> None:
                     continue
                 workdir = Path(tempfile.mkdtemp(prefix="ensnas-depth-"))
                 try:
-                    r = one_run(workdir, task, method, seed, args.evaluations, args.max_cycles)
+                    r = one_run(workdir, task, method, seed, args.evaluations, args.max_cycles, args.proposers)
                 finally:
                     shutil.rmtree(workdir, ignore_errors=True)
                 r["evaluations_budget"], r["code"] = args.evaluations, CODE
+                r["proposers"] = PROPOSERS[args.proposers][method]
                 r["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
                 loads.append(r["loadavg"])
                 runs.append(r)

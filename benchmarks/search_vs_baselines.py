@@ -1,13 +1,14 @@
 """LLM proposer vs random mutation vs regularized evolution, at equal spent proposals.
 
 Each (task, arm, seed) is a full `SearchLoop` run: same seed program, same proxy budget, same
-acceptance gate, and the same number of spent proposals: a proposal that failed before
-evaluation (an edit that did not apply or build, a timeout) is spent like an evaluated one, so an
+acceptance gate, same search (the run's defaults for population and gate, recorded in the
+results), and the same number of spent proposals: a proposal that failed before evaluation (an
+edit that did not apply or build, a duplicate, a timeout) is spent like an evaluated one, so an
 arm pays for its invalid edits. Both counts are reported. Arms (ARMS): `llm` (the default
-generator), `llm-1.5b` (the bundled Qwen2.5-Coder-1.5B), `random`, `evolution`, `llm+evolution`.
-Reported: the final incumbent's real M-member ensemble on the test split (mean ± std over seeds),
-accepted candidates, valid rate (evaluated / spent), distinct LLM edits, the acceptance trace and
-wall time.
+generator), `llm-0.5b` / `llm-1.5b` (a bundled Qwen2.5-Coder by name), `random`, `evolution`,
+`llm+evolution`. Reported: the final incumbent's real M-member ensemble on the test split (mean ±
+std over seeds), accepted candidates, valid rate (evaluated / spent), distinct LLM edits, the
+acceptance trace and wall time.
 
     python benchmarks/search_vs_baselines.py [--arms llm random evolution] [--tasks digits mnist1d] \
         [--seeds 0 1 2] [--proposals 12]
@@ -40,6 +41,7 @@ TASKS = {
 # arm -> (proposers with candidates per cycle, generator model); every arm spends 4 proposals a cycle
 ARMS: dict[str, tuple[list[dict], str | None]] = {
     "llm": ([{"name": "llm", "candidates": 4}], None),
+    "llm-0.5b": ([{"name": "llm", "candidates": 4}], "qwen2.5-coder-0.5b"),
     "llm-1.5b": ([{"name": "llm", "candidates": 4}], "qwen2.5-coder-1.5b"),
     "random": ([{"name": "random", "candidates": 4}], None),
     "evolution": ([{"name": "evolution", "candidates": 4}], None),
@@ -80,7 +82,11 @@ def one_run(workdir: Path, task: str, arm: str, seed: int, proposals: int, max_c
         inc = loop.store.candidate(c["incumbent_after"])
         trace.append(predicted(inc, loop.members))
     from agent.proposers.llm import edit_counts
-    return {"task": task, "arm": arm, "seed": seed, "wall_seconds": time.perf_counter() - start,
+    search = {"population": loop.config.population.enabled, "islands": loop.config.population.islands
+              if loop.config.population.enabled else None, "gate": loop.config.acceptance.method,
+              "pipeline": loop.config.pipeline, "generator": loop.config.generator.get("model")
+              if any(s["name"] == "llm" for s in specs) else None}
+    return {"task": task, "arm": arm, "seed": seed, "wall_seconds": time.perf_counter() - start, "search": search,
             "evaluations": sum(r.evaluations > 0 for r in rows if r.proposer != "seed"),
             "proposals": spent(rows), "llm_edits": edit_counts(rows),
             "accepted": sum(r.status == "accepted" for r in rows),

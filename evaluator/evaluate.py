@@ -7,6 +7,7 @@ turns a `RawRun` from anywhere into a typed `Evaluation`, and `evaluate` does bo
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -109,19 +110,31 @@ class SandboxRunner:
     def _run(self, source: str, seeds: list[int], **flags) -> tuple[Path, SandboxRun]:
         """Write the job into a warm sandbox's work dir (or a new one) and run it to the end.
         The caller owns the returned work dir."""
-        taken = self.warm_pool.take() if self.warm_pool else None
+        limits = self._limits_for(len(seeds), flags.get("save_weights", False))
+        taken = self.warm_pool.take() if self.warm_pool and limits == self.limits else None
         work, launched = taken or (self._new_work_dir("ensnas-job-"), None)
         try:
             self._write_job(work, source, seeds, **flags)
             if launched is None:
                 launched = self.sandbox.start(SandboxJob(work_dir=work, data_dir=self.inputs.inputs_dir,
-                                                         limits=self.limits))
+                                                         limits=limits))
             return work, launched.finish()
         except BaseException:
             if launched is not None and launched.alive():
                 launched.cancel()
             shutil.rmtree(work, ignore_errors=True)
             raise
+
+    def _limits_for(self, instances: int, save_weights: bool) -> Limits:
+        """The out/ quota must hold what a legitimate job writes: predictions, and with save_weights a
+        state dict per instance (up to max_params, float64, plus buffers). Raised only when needed
+        (a warm sandbox's quota is fixed at launch, so such a job starts a fresh one)."""
+        n = self.inputs.n_predicted
+        need = instances * n * self.inputs.num_classes * 4 + (instances * self.task.max_params * 8 * 1.25
+                                                            if save_weights else 0)
+        need_mb = int(need / 2**20) + 16
+        return self.limits if need_mb <= self.limits.max_out_mb else dataclasses.replace(self.limits,
+                                                                                          max_out_mb=need_mb)
 
     def _new_work_dir(self, prefix: str) -> Path:
         work = Path(tempfile.mkdtemp(prefix=prefix, dir=self.work_root))
@@ -146,14 +159,9 @@ class SandboxRunner:
     def _collect(self, work: Path, run: SandboxRun, build_only: bool) -> RawRun:
         """Read the verdict and predictions, unless the backend flagged out/ as unsafe or over its cap."""
         raw = RawRun(run=run, build_only=build_only)
-        if run.timed_out or "out_invalid" in run.notes or "output_too_large" in run.notes:
-            return raw  # never read through a symlink or past a cap; score() says why
-        try:
-            result = json.loads((work / "out" / "result.json").read_text())
-        except (OSError, ValueError):
-            return raw
-        if not isinstance(result, dict):
-            return raw
+        result = read_result(work, run)
+        if result is None:
+            return raw  # score() says why
         raw.result = result
         if result.get("status") == "ok" and not build_only:
             try:
@@ -218,31 +226,10 @@ class Evaluator(SandboxRunner):
 
     def _interpret(self, raw: RawRun) -> Evaluation:
         run, build_only = raw.run, raw.build_only
+        result, failed = verdict(raw.result, run, self.limits)
+        if failed is not None:
+            return failed
         fail = lambda reason, detail: Evaluation(ok=False, reason=reason, detail=detail, stderr_tail=run.stderr_tail)  # noqa: E731
-        if run.timed_out:
-            return fail(FailureReason.timeout, f"killed after {self.limits.timeout_s:.0f} s")
-        if "out_invalid" in run.notes:  # e.g. a symlink in out/: never read through it
-            return fail(FailureReason.invalid_output, next((n for n in run.notes if n.startswith("out/")), ""))
-        if "output_too_large" in run.notes:  # printed past the cap, a file past its cap, or littered out/
-            detail = next((n for n in run.notes if n.startswith("out/")), "the program's output went past its cap")
-            return fail(FailureReason.output_too_large, detail)
-        result = raw.result
-        if result is None:
-            if run.out_of_memory:
-                return fail(FailureReason.out_of_memory, f"killed by the {self.limits.memory_mb} MiB memory limit")
-            last = run.stderr_tail.strip().splitlines()[-1:] or [""]
-            return fail(FailureReason.crashed, f"worker exited with code {run.exit_code} without a verdict {last[0][:300]}")
-        if result.get("status") != "ok":
-            try:
-                reason = FailureReason(result.get("reason"))
-            except ValueError:
-                reason = FailureReason.invalid_output
-            if reason in (FailureReason.build_error, FailureReason.forward_error, FailureReason.crashed) and any(
-                    m in str(result.get("detail", "")) for m in ("MemoryError", "can't allocate memory")):
-                reason = FailureReason.out_of_memory  # the address-space limit surfaced as an exception
-            elif "File too large" in str(result.get("detail", "")):
-                reason = FailureReason.output_too_large  # EFBIG: the file-size limit (Python ignores SIGXFSZ)
-            return fail(reason, str(result.get("detail", ""))[:4000])
         if build_only:
             return Evaluation(ok=True, param_count=int(result.get("param_count", 0)), stderr_tail=run.stderr_tail)
         try:
@@ -262,3 +249,56 @@ class Evaluator(SandboxRunner):
                           train_seconds=[float(s) for s in result.get("train_seconds", [])],
                           feature_fraction=float(result.get("feature_fraction", 1.0)),
                           latency_ms=valid_latency(result.get("latency_ms")), stderr_tail=run.stderr_tail)
+
+
+def unsafe_out(run: SandboxRun) -> bool:
+    """The backend flagged out/ (a symlink, past a cap) or cut the run off: nothing in it is read."""
+    return run.timed_out or "out_invalid" in run.notes or "output_too_large" in run.notes
+
+
+def read_result(work: Path, run: SandboxRun) -> dict | None:
+    """out/result.json as an object, or None (absent, unreadable, or out/ not safe to read)."""
+    if unsafe_out(run):
+        return None
+    try:
+        result = json.loads((work / "out" / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def read_verdict(work: Path, run: SandboxRun, limits: Limits) -> tuple[dict | None, Evaluation | None]:
+    """The worker's result.json if the run ended with an "ok" verdict, else the typed failure.
+    Shared by every job kind run on this machine."""
+    return verdict(read_result(work, run), run, limits)
+
+
+def verdict(result: dict | None, run: SandboxRun, limits: Limits) -> tuple[dict | None, Evaluation | None]:
+    """`result` (result.json as read where the run happened) if the run ended with an "ok" verdict,
+    else the typed failure: a timeout, a cap, a crash without a verdict, the worker's own reason."""
+    fail = lambda reason, detail: Evaluation(ok=False, reason=reason, detail=detail, stderr_tail=run.stderr_tail)  # noqa: E731
+    if run.timed_out:
+        return None, fail(FailureReason.timeout, f"killed after {limits.timeout_s:.0f} s")
+    if "out_invalid" in run.notes:  # e.g. a symlink in out/: never read through it
+        return None, fail(FailureReason.invalid_output, next((n for n in run.notes if n.startswith("out/")), ""))
+    if "output_too_large" in run.notes:  # printed past the cap, a file past its cap, or littered out/
+        detail = next((n for n in run.notes if n.startswith(("quota:", "out/"))),
+                      "the program's output went past its cap")
+        return None, fail(FailureReason.output_too_large, detail)
+    if result is None:
+        if run.out_of_memory:
+            return None, fail(FailureReason.out_of_memory, f"killed by the {limits.memory_mb} MiB memory limit")
+        last = run.stderr_tail.strip().splitlines()[-1:] or [""]
+        return None, fail(FailureReason.crashed, f"worker exited with code {run.exit_code} without a verdict {last[0][:300]}")
+    if result.get("status") != "ok":
+        try:
+            reason = FailureReason(result.get("reason"))
+        except ValueError:
+            reason = FailureReason.invalid_output
+        if reason in (FailureReason.build_error, FailureReason.forward_error, FailureReason.crashed) and any(
+                m in str(result.get("detail", "")) for m in ("MemoryError", "can't allocate memory")):
+            reason = FailureReason.out_of_memory  # the address-space limit surfaced as an exception
+        elif "File too large" in str(result.get("detail", "")):
+            reason = FailureReason.output_too_large  # EFBIG: the file-size limit (Python ignores SIGXFSZ)
+        return None, fail(reason, str(result.get("detail", ""))[:4000])
+    return result, None

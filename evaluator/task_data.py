@@ -37,6 +37,11 @@ class TaskInputs:
     num_classes: int
     n_train: int
 
+    @property
+    def n_predicted(self) -> int:
+        """Rows the worker predicts (validation + test), read from the .npy headers: no labels needed."""
+        return sum(int(np.load(self.inputs_dir / name, mmap_mode="r").shape[0]) for name in ("x_val.npy", "x_test.npy"))
+
 
 @dataclass(frozen=True)
 class TaskData:

@@ -6,6 +6,10 @@ WORK_DIR holds job.json and program.py and receives out/result.json and out/pred
 DATA_DIR holds x_train.npy, y_train.npy, x_val.npy and x_test.npy: training labels only;
 validation and test labels never enter the sandbox, so the host computes every score.
 
+A job of kind "predict" (evaluator.predict) instead loads an exported ensemble's members from
+WORK_DIR (program.py, weights, their feature views in job.json) and writes each member's
+probabilities for DATA_DIR/inputs.npy to out/probabilities.npy: the export's code runs sandboxed.
+
 With --wait-for-job the worker is a warm start: it imports torch and loads the data first, then
 waits for the host to write job.json (program.py is written before it, job.json last and
 atomically), so a sandbox can be launched while the previous candidate still trains.
@@ -99,6 +103,43 @@ def wait_for_job(work: Path, data: Path, seconds: float, parent: int | None = No
     return inputs
 
 
+def manifest_view(view: dict | None):
+    """A member's exported feature view (agent.deploy's manifest, as load.py applies it) as a transform."""
+    if view is None:
+        return lambda x: x
+    keep = np.asarray(view["features"], dtype=np.int64)
+    if view["mode"] == "columns":
+        return lambda x: x.reshape(len(x), -1)[:, keep]
+
+    def masked(x: np.ndarray) -> np.ndarray:
+        mask = np.zeros(int(np.prod(x.shape[1:])), x.dtype)
+        mask[keep] = 1
+        return (x.reshape(len(x), -1) * mask).reshape(x.shape)
+    return masked
+
+
+def run_predict(work: Path, data: Path, job: dict, module: types.ModuleType) -> dict:
+    """Each exported member's probabilities for the inputs (the host averages and checks them)."""
+    import torch
+
+    from evaluator.training import predict_probabilities
+    x = np.load(data / "inputs.npy", allow_pickle=False).astype(np.float32, copy=False)
+    probs = []
+    for member in job["members"]:
+        try:
+            model = module.build_model(tuple(member["input_shape"]), int(job["num_classes"]))
+            state = torch.load(work / member["weights"], map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except Exception as exc:
+            raise EvaluationFailed(FailureReason.build_error,
+                                   f"member {member['weights']}: {type(exc).__name__}: {exc}") from exc
+        probs.append(predict_probabilities(model, manifest_view(member.get("view"))(x)))
+    out = work / "out"
+    out.mkdir(exist_ok=True)
+    np.save(out / "probabilities.npy", np.stack(probs))
+    return {"status": "ok", "members": len(probs)}
+
+
 def run_job(work: Path, data: Path, inputs: dict[str, np.ndarray] | None = None) -> dict:
     import torch
 
@@ -108,6 +149,8 @@ def run_job(work: Path, data: Path, inputs: dict[str, np.ndarray] | None = None)
     job = json.loads((work / "job.json").read_text())
     torch.set_num_threads(int(job.get("threads", 1)))
     module = load_program((work / PROGRAM_NAME).read_text())
+    if job.get("kind") == "predict":
+        return run_predict(work, data, job, module)
     fraction = feature_fraction(module)
     inputs = inputs or load_inputs(data)
     x_train, y_train, x_val, x_test = (inputs[k] for k in ("x_train", "y_train", "x_val", "x_test"))

@@ -24,6 +24,7 @@ class Limits:
     max_output_bytes: int = 1 << 20      # stdout/stderr kept per stream
     max_log_bytes: int = 64 << 20        # printed per stream before a hardened backend kills the run
     max_file_mb: int = 512               # largest file the program may write
+    max_out_mb: int = 256                # all it may leave in out/ (a tmpfs; full = output_too_large at once)
     gpu: bool = False
 
 

@@ -1,10 +1,14 @@
 """The Docker backend (default wherever a daemon answers): one throw-away container per evaluation.
 
 Hardening: no network, read-only root filesystem, private size-capped tmpfs at /tmp (the
-working directory), memory (no swap) / CPU / pids limits, every capability dropped,
-no-new-privileges, uid 65534, file-size and core rlimits, a wall-clock timeout that kills the
-container, stdout/stderr counted and capped (the run is killed past the cap), and the container
+working directory) and at the job's out/, memory (no swap) / CPU / pids limits, every capability
+dropped, no-new-privileges, uid 65534, file-size and core rlimits, a wall-clock timeout that kills
+the container, stdout/stderr counted and capped (the run is killed past the cap), and the container
 removed afterwards whatever happened. The filesystem it sees is `sandbox.layout`'s.
+
+PID 1 is sandbox/supervisor.py, not the worker: it kills the worker the moment a tmpfs is full,
+kills whatever the worker left running when it exits, and then sends its report and a tar of out/
+(which ends with the container) on stderr, which the host extracts before removing the container.
 
 Images: by default the offline base (`sandbox.docker_image`) with the host runtime mounted
 read-only; `image=` selects a self-contained image (e.g. one built from `sandbox/Dockerfile`),
@@ -12,23 +16,32 @@ which then runs its own `python` with the package installed.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import queue
 import socket
 import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from evaluator.failures import SandboxUnavailable
 from sandbox.base import Launched, Sandbox, SandboxJob, SandboxRun, register_sandbox
-from sandbox.layout import SCRATCH, job_mounts, runtime_mounts, worker_command, worker_env
-from sandbox.output import OUTPUT_TOO_LARGE, OutputPump, OutputTail, inspect_out_dir
+from sandbox.layout import OUT, SCRATCH, SRC, TMPFS_INODES, job_mounts, runtime_mounts, worker_command, worker_env
+from sandbox.output import (OUTPUT_TOO_LARGE, OutputPump, OutputTail, extract_out_tar, inspect_out_dir,
+                            supervisor_notes)
+from sandbox.supervisor import MARKER
 
 log = logging.getLogger(__name__)
 LABEL = "ensnas.sandbox"
+SUPERVISOR = Path(__file__).with_name("supervisor.py")
+SUPERVISOR_TARGET = f"{SRC}/supervisor.py"
+SUPERVISOR_LINGER_S = 300  # after the worker: time for the host to read out/ (a host killed meanwhile: reap_orphans)
+OUT_READ_TIMEOUT_S = 120
 
 
 class DockerConfig(BaseModel):
@@ -99,22 +112,30 @@ class DockerSandbox(Sandbox):
     def container_options(self, job: SandboxJob) -> dict:
         lim = job.limits
         host_runtime = self.config.host_runtime if self.config.host_runtime is not None else not self.config.image
-        python = self.config.python or (sys.executable if host_runtime else "python")
+        python = self.python(host_runtime)
         mounts = (runtime_mounts(python) if host_runtime else []) + job_mounts(job.work_dir, job.data_dir)
         env = worker_env(threads=max(1, int(lim.cpus)))
         if not host_runtime:
             env.pop("PYTHONPATH")  # the image has the package installed
         import docker.types
+        uid, _, gid = self.config.user.partition(":")
+        supervise = {"argv": worker_command(python, job.wait_for_job_s), "linger_s": SUPERVISOR_LINGER_S,
+                     "mounts": {SCRATCH: "/tmp", OUT: "out/", "/dev/shm": "/dev/shm"}, "out": OUT,
+                     "out_max_bytes": lim.max_out_mb << 20}
         options = dict(
-            command=worker_command(python, job.wait_for_job_s), environment=env, working_dir=SCRATCH, user=self.config.user,
-            volumes={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts},
+            command=[python, "-I", "-S", SUPERVISOR_TARGET, json.dumps(supervise)], environment=env,
+            working_dir=SCRATCH, user=self.config.user,
+            volumes={**{m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts},
+                     str(SUPERVISOR): {"bind": SUPERVISOR_TARGET, "mode": "ro"}},
             network_mode="none", read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            tmpfs={SCRATCH: f"size={self.config.tmpfs_mb}m,mode=1777"},
+            tmpfs={SCRATCH: f"size={self.config.tmpfs_mb}m,mode=1777,nr_inodes={TMPFS_INODES}",
+                   OUT: f"size={lim.max_out_mb}m,nr_inodes={TMPFS_INODES},uid={uid},gid={gid or uid}"},
             mem_limit=f"{lim.memory_mb}m", memswap_limit=f"{lim.memory_mb}m", nano_cpus=int(lim.cpus * 1e9),
             pids_limit=lim.pids, ipc_mode="private",
             ulimits=[docker.types.Ulimit(name="fsize", soft=lim.max_file_mb << 20, hard=lim.max_file_mb << 20),
                      docker.types.Ulimit(name="core", soft=0, hard=0),
-                     docker.types.Ulimit(name="nofile", soft=1024, hard=1024)],
+                     docker.types.Ulimit(name="nofile", soft=1024, hard=1024),
+                     docker.types.Ulimit(name="msgqueue", soft=0, hard=0)],  # /dev/mqueue: nothing to write there
             # the backend counts and caps the attached stream; the daemon's own copy stays at most ~2 MiB
             log_config=docker.types.LogConfig(type="json-file", config={"max-size": "1m", "max-file": "2"}),
             # the owner lets a later run remove what a run killed with -9 left behind (reap_orphans)
@@ -125,6 +146,9 @@ class DockerSandbox(Sandbox):
         if lim.gpu:
             options["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
         return options
+
+    def python(self, host_runtime: bool) -> str:
+        return self.config.python or (sys.executable if host_runtime else "python")
 
     def start(self, job: SandboxJob) -> "_DockerRun":
         """Create and start the container; a daemon that does not answer is SandboxUnavailable."""
@@ -170,12 +194,49 @@ class _DockerRun(Launched):
         self.pump: OutputPump | None = None
         self.notes: list[str] = []
         self.killed = threading.Event()
+        self.done = threading.Event()           # the supervisor reported, or the container ended
+        self.supervisor: dict | None = None     # its report: the worker's exit code, a quota it filled
+        self.exit_status: dict | None = None
+        self.out_stream: queue.Queue = queue.Queue()  # out/'s tar, as the supervisor sends it after its report
         lim = job.limits
         # kill from another thread: the reader must keep draining, or the daemon's stdio copy (and so
         # the container's exit, and so the kill call) would wait on it forever
         overflow = lambda: threading.Thread(target=self._kill, args=(OUTPUT_TOO_LARGE,), daemon=True).start()  # noqa: E731
-        self.tails = [OutputTail(keep=lim.max_output_bytes, cap=lim.max_log_bytes, on_overflow=overflow)
-                      for _ in range(2)]
+        self.tails = [OutputTail(keep=lim.max_output_bytes, cap=lim.max_log_bytes, on_overflow=overflow),
+                      OutputTail(keep=lim.max_output_bytes, cap=lim.max_log_bytes, on_overflow=overflow,
+                                 marker=MARKER.encode(), on_marker=self._on_marker)]
+
+    def _on_marker(self, line: bytes):
+        try:
+            report = json.loads(line)
+            self.supervisor = report if isinstance(report, dict) else {}
+        except ValueError:
+            self.supervisor = {}
+        self.done.set()
+        return self.out_stream.put if self.supervisor.get("tar") else None
+
+    def _wait_exit(self) -> None:
+        try:
+            self.exit_status = self.container.wait(timeout=self.job.limits.timeout_s + SUPERVISOR_LINGER_S + 60)
+        except Exception:  # noqa: BLE001 - the caller's own wait decides
+            pass
+        finally:
+            self.done.set()
+
+    def _read_out(self) -> dict:
+        """Extract out/'s tar from the supervisor's stderr into the host work dir (bounded in time and bytes)."""
+        result: dict = {"error": f"out/ did not arrive within {OUT_READ_TIMEOUT_S} s"}
+
+        def extract() -> None:
+            result.clear()
+            result.update(extract_out_tar(iter(self.out_stream.get, None), Path(self.job.work_dir) / "out",
+                                          max_bytes=self.job.limits.max_out_mb << 20))
+        reader = threading.Thread(target=extract, daemon=True)
+        reader.start()
+        reader.join(OUT_READ_TIMEOUT_S)
+        if reader.is_alive():
+            self.out_stream.put(None)
+        return result
 
     def _kill(self, note: str) -> None:
         if not self.killed.is_set():
@@ -187,6 +248,8 @@ class _DockerRun(Launched):
                 pass
 
     def alive(self) -> bool:
+        if self.done.is_set():  # the worker is gone (a warm one gave up waiting); the supervisor lingers
+            return False
         try:
             self.container.reload()
             return self.container.status in ("created", "running")
@@ -220,20 +283,26 @@ class _DockerRun(Launched):
     def _finish(self) -> SandboxRun:
         lim, container, notes = self.job.limits, self.container, self.notes
         start = time.perf_counter()
+        threading.Thread(target=self._wait_exit, daemon=True).start()
         timed_out = False
-        try:
-            status = container.wait(timeout=lim.timeout_s)
-        except Exception:  # requests' ReadTimeout / ConnectionError: the wall clock ran out
+        if not self.done.wait(lim.timeout_s):
             timed_out = not self.killed.is_set()
             self._kill("timeout")
-            status = container.wait(timeout=60)
-        self.pump.join()
-        (so, cut_o), (se, cut_e) = (t.result() for t in self.tails)
+        report = self.supervisor if not self.killed.is_set() else None
+        out = self._read_out() if report is not None and report.get("tar") else None
         container.reload()
         state = container.attrs.get("State", {})
-        exit_code = status.get("StatusCode", state.get("ExitCode"))
+        if report is None:  # no report: the container ended (or was killed) on its own
+            status = self.exit_status or container.wait(timeout=60)
+            self.pump.join()
+        (so, cut_o), (se, cut_e) = (t.result() for t in self.tails)
+        if MARKER in se:  # the supervisor's report line is not the program's output
+            se = se[:se.rfind(MARKER)]
+        exit_code = report.get("exit_code") if report else status.get("StatusCode", state.get("ExitCode"))
         if exit_code == 128 + 25:  # SIGXFSZ: a file above the size cap
             notes.append(OUTPUT_TOO_LARGE)
+        notes += supervisor_notes({"quota_exceeded": (report or {}).get("quota_exceeded"), "out": out},
+                                  out_mb=lim.max_out_mb, tmp_mb=self.sandbox.config.tmpfs_mb)
         notes += inspect_out_dir(self.job.work_dir / "out", max_file_mb=lim.max_file_mb)
         return SandboxRun(exit_code=exit_code, wall_seconds=time.perf_counter() - start, timed_out=timed_out,
                           out_of_memory=bool(state.get("OOMKilled")) or (exit_code == 137 and not self.killed.is_set()),
@@ -276,4 +345,5 @@ def _pid_alive(pid: int) -> bool:
 
 def leftover_containers(client) -> list:
     """Sandbox containers that still exist (should be none between runs)."""
-    return client.containers.list(all=True, filters={"label": LABEL})
+    # ignore_removed: another run may remove one of them between the listing and its inspection
+    return client.containers.list(all=True, filters={"label": LABEL}, ignore_removed=True)

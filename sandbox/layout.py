@@ -9,7 +9,8 @@ Only these paths exist inside (everything read-only unless marked):
     /ensnas-src/evaluator                  the worker's package, nothing else of the source tree
     /ensnas-data                           the task's inputs/ (never labels.npz, never the run/store)
     /ensnas-job                            job.json + program.py
-    /ensnas-job/out                        read-write: result.json + predictions.npz
+    /ensnas-job/out                        read-write, a size-capped tmpfs: result.json + predictions.npz,
+                                           copied to the host's work dir by trusted code (sandbox.supervisor)
     /tmp                                   private tmpfs (size-capped), the working directory
 
 Home directories, /etc (beyond passwd/group and the loader cache), the run directory, the
@@ -24,6 +25,8 @@ from pathlib import Path
 from sandbox.base import SOURCE_ROOT
 
 JOB, DATA, SRC, SCRATCH = "/ensnas-job", "/ensnas-data", "/ensnas-src", "/tmp"
+OUT = JOB + "/out"
+TMPFS_INODES = 4096  # files a candidate may create in /tmp or out/ (each costs kernel memory, not quota)
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,9 @@ def runtime_mounts(python: str = sys.executable) -> list[Mount]:
 
 
 def job_mounts(work_dir: Path, data_dir: Path) -> list[Mount]:
+    """The job (read-only; its out/ is a tmpfs on top, see OUT) and the task's inputs."""
     work_dir, data_dir = Path(work_dir).resolve(), Path(data_dir).resolve()
-    return [Mount(str(work_dir), JOB), Mount(str(work_dir / "out"), f"{JOB}/out", read_only=False),
-            Mount(str(data_dir), DATA)]
+    return [Mount(str(work_dir), JOB), Mount(str(data_dir), DATA)]
 
 
 def worker_command(python: str = sys.executable, wait_for_job_s: float = 0.0, *, work: str = JOB,

@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evaluator.failures import SandboxUnavailable
 from sandbox.base import SOURCE_ROOT, Launched, Sandbox, SandboxJob, SandboxRun, register_sandbox
-from sandbox.layout import job_mounts, runtime_mounts, worker_command, worker_env
-from sandbox.output import OUTPUT_TOO_LARGE, OutputPump, OutputTail, inspect_out_dir, read_fd_chunks
+from sandbox.layout import OUT, TMPFS_INODES, job_mounts, runtime_mounts, worker_command, worker_env
+from sandbox.output import OUTPUT_TOO_LARGE, OutputPump, OutputTail, inspect_out_dir, read_fd_chunks, supervisor_notes
 
 ENTRY = Path(__file__).with_name("process_entry.py")
 SETUP_FAILED = 121
@@ -76,7 +76,8 @@ class ProcessSandbox(Sandbox):
         return self._isolation
 
     def _launch(self, work: Path, data: Path, argv: list[str], fallback_argv: list[str], root: Path, scratch: Path,
-                cpu_budget_s: float, memory_mb: int, max_file_mb: int, pids: int, threads: int = 1, **popen):
+                cpu_budget_s: float, memory_mb: int, max_file_mb: int, pids: int, threads: int = 1,
+                out_mb: int = 16, **popen):
         root.mkdir(exist_ok=True)
         read_fd, write_fd = os.pipe()
         mounts = runtime_mounts(self.python) + job_mounts(work, data)
@@ -87,7 +88,10 @@ class ProcessSandbox(Sandbox):
                 "fallback_env": fallback_env, "fallback_cwd": str(scratch), "uid": self.config.uid,
                 "tmpfs_mb": self.config.tmpfs_mb, "memory_mb": memory_mb, "max_file_mb": max_file_mb,
                 "cpu_seconds": int(cpu_budget_s * max(1, threads)) + 5, "nproc": _nproc_limit(pids, self.config.uid),
-                "report_fd": write_fd, "host_pid": os.getpid()}
+                "report_fd": write_fd, "host_pid": os.getpid(), "out": OUT, "out_mb": out_mb,
+                "host_out": str(work / "out"), "inodes": TMPFS_INODES,
+                "worker_uid": self.config.uid if os.geteuid() == 0 else os.getuid(),
+                "worker_gid": self.config.uid if os.geteuid() == 0 else os.getgid()}
         try:
             proc = subprocess.Popen([sys.executable, "-I", "-S", str(ENTRY), json.dumps(spec)], pass_fds=(write_fd,),
                                     stdin=subprocess.DEVNULL, start_new_session=True, env={}, cwd="/", **popen)
@@ -112,18 +116,18 @@ class ProcessSandbox(Sandbox):
             cpu_budget = lim.timeout_s + (WARM_UP_CPU_S if job.wait_for_job_s > 0 else 0)
             proc, report_fd = self._launch(work, data, worker_command(self.python, job.wait_for_job_s), fallback,
                                            Path(tmp.name, "root"), scratch, cpu_budget, lim.memory_mb,
-                                           lim.max_file_mb, lim.pids, threads,
+                                           lim.max_file_mb, lim.pids, threads, lim.max_out_mb,
                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except BaseException:
             tmp.cleanup()
             raise
-        return _ProcessRun(job=job, proc=proc, report_fd=report_fd, tmp=tmp)
+        return _ProcessRun(job=job, proc=proc, report_fd=report_fd, tmp=tmp, tmp_mb=self.config.tmpfs_mb)
 
 
 class _ProcessRun(Launched):
     def __init__(self, *, job: SandboxJob, proc: subprocess.Popen, report_fd: int,
-                 tmp: tempfile.TemporaryDirectory) -> None:
-        self.job, self.proc, self.report_fd, self.tmp = job, proc, report_fd, tmp
+                 tmp: tempfile.TemporaryDirectory, tmp_mb: int) -> None:
+        self.job, self.proc, self.report_fd, self.tmp, self.sandbox_tmp_mb = job, proc, report_fd, tmp, tmp_mb
         self.notes: list[str] = []
         self.killed = threading.Event()
         lim = job.limits
@@ -173,9 +177,12 @@ class _ProcessRun(Launched):
         code = proc.returncode
         if report.get("setup_failed"):
             raise SandboxUnavailable(f"the process sandbox could not isolate the run: {'; '.join(report['problems'])}")
+        supervisor = {k: report.pop(k) for k in ("quota_exceeded", "out") if k in report}
         notes.append("isolation: " + json.dumps(report, sort_keys=True))
         if not report.get("filesystem"):
-            notes.append("WARNING: no namespaces here: the program shares the host's filesystem view and network")
+            notes.append("WARNING: no namespaces here: the program shares the host's filesystem view and network, "
+                         "and out/ has no total quota")
+        notes += supervisor_notes(supervisor, out_mb=lim.max_out_mb, tmp_mb=self.sandbox_tmp_mb)
         if code in (-25, 128 + 25):  # SIGXFSZ: a file above the size cap
             notes.append(OUTPUT_TOO_LARGE)
         cpu_limited = code in (-24, 128 + 24)  # SIGXCPU: the CPU-seconds rlimit
@@ -186,12 +193,19 @@ class _ProcessRun(Launched):
 
 
 def _read_report(fd: int) -> dict:
+    """The child's isolation report, updated by the launcher's supervision line (if it got that far)."""
     with os.fdopen(fd, "rb") as f:
         raw = f.read(1 << 20)
+    if not raw.strip():
+        return {"problems": ["the launcher wrote no report"], "setup_failed": True}
+    report: dict = {}
     try:
-        return json.loads(raw) if raw else {"problems": ["the launcher wrote no report"], "setup_failed": True}
+        for line in raw.splitlines():
+            if line.strip():
+                report.update(json.loads(line))
     except ValueError:
         return {"problems": [f"unreadable launcher report {raw[:200]!r}"], "setup_failed": True}
+    return report
 
 
 def _nproc_limit(pids: int, uid: int) -> int:

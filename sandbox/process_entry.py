@@ -8,10 +8,13 @@ Runs on the host before any untrusted code. In order, each step reported (never 
 2. fork: the child is PID 1 of the new PID namespace, so when it exits (or the launcher dies,
    via PDEATHSIG) the kernel kills every process the program started, detached ones included;
 3. in the child: a tmpfs root holding only `sandbox.layout`'s read-only bind mounts, a private
-   size-capped /tmp, its own /proc; chroot into it;
+   size-capped /tmp and a size-capped tmpfs for the job's out/, its own /proc; chroot into it;
 4. drop to uid/gid 65534 (when root), no-new-privileges, rlimits (address space, CPU seconds,
    processes, file size, no core dumps, open files);
-5. write the isolation report to the host's pipe, close it, exec the worker.
+5. write the isolation report to the host's pipe, close it, exec the worker;
+6. meanwhile the launcher (outside the chroot, in the same mount namespace) supervises its child
+   (sandbox/supervisor.py): it kills it the moment /tmp or out/ is full, and afterwards copies
+   out/'s regular files into the host's work dir and appends its own report line to the pipe.
 
 Whatever a step cannot do on this kernel is recorded in the report with the errno, and the
 host (`sandbox.process_backend`) puts it in the run's notes.
@@ -21,6 +24,7 @@ import errno
 import json
 import os
 import resource
+import runpy
 import signal
 import sys
 
@@ -30,6 +34,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 SETUP_FAILED = 121  # exit code: the sandbox itself could not be built
+SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "supervisor.py")
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -75,9 +80,13 @@ def build_root(spec: dict) -> None:
     # the private tmpfs instead of being hidden by it
     tmp = os.path.join(root, "tmp")
     os.makedirs(tmp, exist_ok=True)
-    mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec['tmpfs_mb']}m,mode=1777")
+    mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec['tmpfs_mb']}m,nr_inodes={spec['inodes']},mode=1777")
     for source, target, read_only in spec["mounts"]:
         bind(source, root + target, read_only)
+    if spec.get("out"):  # the only other writable place: capped in bytes and inodes, copied out by the launcher
+        mount("tmpfs", root + spec["out"], "tmpfs", MS_NOSUID | MS_NODEV,
+              f"size={spec['out_mb']}m,nr_inodes={spec['inodes']},mode=0700,uid={spec['worker_uid']},"
+              f"gid={spec['worker_gid']}")
     os.makedirs(os.path.join(root, "dev"))
     for dev in ("null", "zero", "urandom", "random"):
         bind("/dev/" + dev, os.path.join(root, "dev", dev), False)
@@ -142,6 +151,23 @@ def enter_namespaces(report: dict) -> bool:
     return False
 
 
+def supervise(spec: dict, pid: int, report_fd: int) -> None:
+    """The launcher's part: quotas while the child runs, out/ afterwards, one more report line."""
+    sup = runpy.run_path(SUPERVISOR)
+    root = spec["root"]
+    mounts = {root + "/tmp": "/tmp"}
+    if spec.get("out"):
+        mounts[root + spec["out"]] = "out/"
+    status, exceeded = sup["watch"](pid, mounts, lambda: os.kill(pid, signal.SIGKILL))
+    code = sup["exit_code"](status)
+    report = {"quota_exceeded": exceeded}
+    if spec.get("out") and exceeded is None and code != SETUP_FAILED:
+        report["out"] = sup["copy_out"](root + spec["out"], spec["host_out"], max_bytes=spec["out_mb"] << 20)
+    os.write(report_fd, ("\n" + json.dumps(report)).encode())
+    os.close(report_fd)
+    os._exit(code)
+
+
 def main() -> None:
     spec = json.loads(sys.argv[1])
     report = {"namespaces": [], "filesystem": False, "rlimits": {}, "problems": [], "user_namespace": False}
@@ -154,10 +180,8 @@ def main() -> None:
     if namespaces:
         pid = os.fork()  # the child is PID 1 of the new namespace
         if pid:
-            os.close(report_fd)
             signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
-            _, status = os.waitpid(pid, 0)
-            os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+            supervise(spec, pid, report_fd)
     try:
         isolate_child(spec, report, namespaces)
     except (SystemExit, OSError) as exc:

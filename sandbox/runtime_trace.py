@@ -73,6 +73,15 @@ def _run(scratch: str) -> None:
         result = worker.run_job(work, data)
         if result.get("status") != "ok":
             raise SystemExit(f"runtime trace: the bundled job {name} failed: {result}")
+        if name == "bagged":  # the predict kind (evaluator.predict): an exported member, torch.load(weights_only)
+            (work / "member_0.pt").write_bytes((work / "out" / "weights_0.pt").read_bytes())
+            keep = worker.feature_subset(0.5, tuple(shape), 0).tolist()
+            predict = {"kind": "predict", "num_classes": classes, "threads": 1, "members": [
+                {"weights": "member_0.pt", "input_shape": [len(keep)], "view": {"mode": "columns", "features": keep}}]}
+            (work / "job.json").write_text(json.dumps(predict))
+            np.save(data / "inputs.npy", rng.normal(size=[4] + shape).astype(np.float32))
+            if worker.run_job(work, data).get("status") != "ok":
+                raise SystemExit("runtime trace: the predict job failed")
 
 
 def _touch_gpu() -> None:

@@ -156,3 +156,30 @@ def test_gguf_lora_through_llama_cpp_matches_transformers_peft(tmp_path):
     # corr 0.97; without the q/k permutation: adapted 0.74, corr 0.90)
     assert adapted_gap < base_gap + 0.1, (adapted_gap, base_gap)
     assert np.corrcoef(effect_llama, effect_hf)[0, 1] > 0.94
+
+
+@pytest.mark.slow
+def test_the_dequantised_base_is_cached_by_its_sha_and_loads_the_same_model(tmp_path, monkeypatch):
+    """The CE update's slow part was de-quantising the GGUF on every update. The first load now saves
+    the float copy in the model cache under the GGUF's SHA-256; later loads read it and get exactly
+    the same weights and tokenizer (chat template included); another SHA or cache=False never reads it."""
+    import torch
+
+    from agent.ce_update import COMPLETE, dequantised_dir, load_base
+    from agent.generators.catalogue import MODELS, model_file
+    monkeypatch.setenv("ENSNAS_CACHE_DIR", str(tmp_path / "cache"))
+    base, sha = model_file("smollm2-135m"), MODELS["smollm2-135m"].sha256
+    first, tok1, info1 = load_base(base.parent, base.name, "float32", sha256=sha)
+    assert info1["load_source"] == "gguf" and info1["save_seconds"] > 0
+    assert (dequantised_dir(base, "float32", sha) / COMPLETE).is_file()
+    assert not list(dequantised_dir(base, "float32", sha).parent.glob(".*partial"))
+    second, tok2, info2 = load_base(base.parent, base.name, "float32", sha256=sha)
+    assert info2["load_source"] == "cache"
+    a, b = first.state_dict(), second.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    text = "<<<<<<< SEARCH\nHIDDEN = 128\n"
+    assert tok1(text).input_ids == tok2(text).input_ids and tok1.chat_template == tok2.chat_template
+    assert "quantization_config" not in (dequantised_dir(base, "float32", sha) / "config.json").read_text()
+    _, _, off = load_base(base.parent, base.name, "float32", sha256=sha, cache=False)
+    assert off["load_source"] == "gguf" and off["save_seconds"] is None
+    assert dequantised_dir(base, "float32", "0" * 64) != dequantised_dir(base, "float32", sha)

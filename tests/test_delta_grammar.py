@@ -218,3 +218,63 @@ def test_imports_and_docstrings_are_not_anchors():
     assert "X = 1" in windows and "    return X" in windows
     for path in PROGRAMS:
         assert not [w for w in unique_windows(path.read_text()) if w.lstrip().startswith(("import ", "from "))]
+
+
+@pytest.mark.parametrize("path", PROGRAMS, ids=lambda p: p.name)
+def test_no_anchor_is_a_certain_no_change(path):
+    """A window of only blank and `def`/`class` lines can only be rewritten as itself (the grammar
+    copies those lines): offering it invites a no_change. None is offered."""
+    from agent.delta_grammar import _fixed
+    for window in unique_windows(path.read_text()):
+        assert not all(_fixed(line) for line in window.splitlines()), window
+
+
+def test_changed_lines_of_replacements_deletions_and_insertions():
+    from agent.delta_grammar import changed_lines
+    parent = "a = 1\nb = 2\nc = 3\nd = 4\n"
+    assert changed_lines(parent, parent) == set()
+    assert changed_lines(parent, parent.replace("b = 2", "b = 5")) == {1}
+    assert changed_lines(parent, "a = 1\nc = 3\nd = 4\n") == {1}
+    assert changed_lines(parent, parent.replace("c = 3\n", "c = 3\ne = 5\nf = 6\n")) == {2}  # appended after c
+    assert changed_lines(parent, "x = 0\n" + parent) == {0}
+
+
+@pytest.mark.parametrize("avoid_after", [1, 2, 3])
+@pytest.mark.parametrize("keep", [1, 4, 100])
+def test_open_windows_close_tried_lines_and_keep_the_least_tried(avoid_after, keep):
+    """Brute force over random sets of tried edits of the seed program: an open window has no line
+    changed avoid_after times or more, unless fewer than `keep` would be open; then exactly the
+    `keep` least-tried windows are, and a window is never open while a less tried one is closed."""
+    import random
+
+    from agent.delta_grammar import changed_lines, open_windows, window_spans
+    parent = (PROGRAMS[0].parent / "mlp.py").read_text()
+    spans = window_spans(parent)
+    rng = random.Random(avoid_after * 100 + keep)
+    for _ in range(40):
+        tried = []
+        for _ in range(rng.randrange(0, 12)):
+            i, size, text = rng.choice(spans)
+            tried.append(parent.replace(text, text + "  # edited", 1))
+        counts: dict[int, int] = {}
+        for child in tried:
+            for line in changed_lines(parent, child):
+                counts[line] = counts.get(line, 0) + 1
+        load = {text: max(counts.get(j, 0) for j in range(i, i + size)) for i, size, text in spans}
+        opened = open_windows(parent, tried, avoid_after=avoid_after, keep=keep)
+        assert opened and set(opened) <= set(load)
+        fresh = [t for t in load if load[t] < avoid_after]
+        if len(fresh) >= min(keep, len(spans)):
+            assert set(opened) == set(fresh)
+        else:
+            assert len(opened) == min(keep, len(spans))
+            closed = [load[t] for t in load if t not in opened]
+            assert not closed or max(load[t] for t in opened) <= min(closed)
+        assert delta_grammar(parent, windows=opened).count('"=======\\n"') == len(opened)
+
+
+def test_grammar_windows_must_be_anchors():
+    parent = (PROGRAMS[0].parent / "mlp.py").read_text()
+    with pytest.raises(ValueError, match="not an anchor"):
+        delta_grammar(parent, windows=["HIDDEN = 129"])
+    assert delta_grammar(parent, windows=unique_windows(parent)) == delta_grammar(parent)

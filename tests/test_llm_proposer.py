@@ -293,7 +293,7 @@ def test_repeated_ideas_are_shown_as_tried_and_counted_once():
     edits already tried on its parent, and distinct valid edits are counted by program identity."""
     same = block("HIDDEN = 128", "HIDDEN = 64")
     p, gen = proposer([same, block("HIDDEN = 128", "HIDDEN  =  64  # same"), block("DEPTH = 2", "DEPTH = 3")],
-                      repair_retries=0)
+                      repair_retries=0, reject_repeats=False)
     cands = p.propose(context(), 3)
     assert [c.failure for c in cands] == [None, None, None]
     prompts = [call["messages"][1]["content"] for call in gen.calls]
@@ -309,7 +309,7 @@ def test_operator_hints_rotate_and_history_children_are_tried():
     from agent.proposers.base import ProgramRecord
     from agent.proposers.llm import OPERATOR_HINTS, edit_counts
     p, gen = proposer([block("DEPTH = 2", "DEPTH = 3")] * 3, repair_retries=0, hints=OPERATOR_HINTS[:2],
-                      show_tried=4)
+                      show_tried=4, reject_repeats=False)
     ctx = context()
     child = ProgramRecord(id=9, source=PARENT.replace("DROPOUT = 0.1", "DROPOUT = 0.5"), status="rejected",
                           parent_id=ctx.incumbent.id, proposer="evolution")
@@ -325,3 +325,50 @@ def test_operator_hints_rotate_and_history_children_are_tried():
     rows = [Row("accepted", cands[0].source), Row("rejected", cands[1].source), Row("proposal_failed", PARENT, "timeout")]
     assert edit_counts(rows) == {"proposed": 3, "valid": 2, "distinct": 1, "evaluated": 2, "accepted": 1,
                                  "failed_by_reason": {"timeout": 1}}
+
+
+def test_a_repeated_program_is_drawn_again_and_never_passed_on():
+    """The defect's class: an answer that reproduces a known program (an earlier answer, however
+    formatted or commented; a program in the history; the parent itself behind a comment) was
+    passed on as a new proposal. Now it is re-drawn (new seed, hotter) within the proposal, and
+    fails as `duplicate` once the re-draws are spent; no repair turn is used on it."""
+    a = block("HIDDEN = 128", "HIDDEN = 64")
+    a_again = block("HIDDEN = 128", "HIDDEN  =  64  # smaller")
+    b = block("DEPTH = 2", "DEPTH = 3")
+    p, gen = proposer([a, a_again, b, a, a_again, a], repair_retries=2, resample_repeats=2)
+    first, second, third = p.propose(context(), 3)
+    assert first.failure is None and second.failure is None and "DEPTH = 3" in second.source
+    assert [x["failure"] for x in second.meta["attempts"]] == ["duplicate", None]
+    assert second.meta["attempts"][1]["temperature"] > second.meta["attempts"][0]["temperature"]
+    assert gen.calls[2]["seed"] == gen.calls[1]["seed"] + 1
+    assert gen.calls[2]["messages"] == gen.calls[1]["messages"]              # a re-draw, not a repair turn
+    assert third.failure == "duplicate" and len(third.meta["attempts"]) == 3  # 2 re-draws, then given up
+    assert p.stats["valid"] == 2 and p.stats["distinct_valid"] == 2
+    assert p.stats["final_failures"] == {"duplicate": 1} and p.stats["attempt_failures"] == {"duplicate": 4}
+
+    seen = ProgramRecord(id=3, source=PARENT.replace("DROPOUT = 0.1", "DROPOUT = 0.3"), status="rejected")
+    p, _ = proposer([block("DROPOUT = 0.1", "DROPOUT = 0.3"), block("HIDDEN = 128", "HIDDEN = 128  # keep")],
+                    repair_retries=0, resample_repeats=0)
+    from_history, same_as_parent = p.propose(context(history=[seen]), 2)
+    assert from_history.failure == "duplicate" and same_as_parent.failure == "duplicate"
+
+
+def test_lines_tried_on_the_parent_are_closed_as_anchors():
+    """Under the delta grammar, the SEARCH windows over a line that `avoid_tried_lines` earlier
+    edits of the parent changed are no longer offered (at least `keep_windows` stay open)."""
+    answers = [block("HIDDEN = 128", "HIDDEN = 64"), block("HIDDEN = 128", "HIDDEN = 256"),
+               block("DEPTH = 2", "DEPTH = 3")]
+    gen = GrammarScripted(answers)
+    p = LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=2, repair_retries=0),
+                    generator=gen)
+    cands = p.propose(context(), 3)
+    assert [c.failure for c in cands] == [None, None, None]
+    offered = [{ln for ln in g.splitlines() if ln.startswith("b")} for g in gen.grammars]
+    assert any("HIDDEN = 128" in ln for ln in offered[0]) and any("HIDDEN = 128" in ln for ln in offered[1])
+    assert not any("HIDDEN = 128" in ln for ln in offered[2])                # tried twice: closed
+    assert any("DEPTH = 2" in ln for ln in offered[2])
+    assert cands[0].meta["windows"]["open"] == cands[0].meta["windows"]["all"] > cands[2].meta["windows"]["open"]
+    gen = GrammarScripted(answers)
+    LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=0, repair_retries=0),
+                generator=gen).propose(context(), 3)
+    assert len(set(gen.grammars)) == 1                                        # off: the same grammar each time

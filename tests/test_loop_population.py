@@ -69,6 +69,7 @@ def test_population_search_end_to_end(tmp_path, fast_task, capsys):
         assert main(argv) == 0
     out = capsys.readouterr().out
     assert "population: island 0:" in out and "allocation random" in out and "spent: wall" in out
+    assert "entered island" in out and "◆ in an island archive now" in out   # lineage: the tree of descent
 
 
 def test_overlapped_pipeline_decides_exactly_as_the_lagged_one(tmp_path, fast_task):

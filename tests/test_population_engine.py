@@ -159,3 +159,20 @@ def test_crossover_arms_sit_out_until_there_are_two_programs_to_cross(run_factor
     later = run.pop.plan(3, arms, 30, through_cycle=1)
     assert later.allocation["crossover"] > 0 and later.allocation["llm:crossover"] > 0
     assert all(s.second_parent is not None for s in later.slots if s.arm != "random")
+
+
+def test_hypervolume_reward_pays_only_for_a_larger_front(run_factory):
+    run = run_factory(CONFIG.model_copy(update={"reward": "hypervolume", "tolerance": {"params": 0.0,
+                                                                                       "latency": 0.0}}))
+    s = run.seed_id
+    grows = run.add(1, quality=3.5, params=900, latency=0.9, island=0, parent=s)      # dominates the seed
+    # a tie on error with the seed's costs exactly: it enters (nothing dominates it) but adds no volume
+    twin = run.add(1, quality=2.0, params=1000, latency=1.0, island=1, parent=s)
+    run.pop.decide(1, run.judge)
+    rows = {r.id: r for r in run.store.candidates()}
+    assert rows[grows].decision["reward"] == 1.0
+    # one candidate per island: its reward is exactly "the island's front grew"
+    before, after = run.pop.hypervolumes(run.pop.archives(at_cycle=0)), run.pop.hypervolumes(run.pop.archives(at_cycle=1))
+    for cid, island in ((grows, 0), (twin, 1)):
+        grew = after[island] > before[island] * (1 + 1e-9)
+        assert rows[cid].decision["reward"] == float(grew and rows[cid].status == "accepted")

@@ -93,6 +93,27 @@ def test_bandit_stops_spending_on_a_useless_arm(policy):
     assert bandit.means(state)["useless"] == 0.0
 
 
+@pytest.mark.parametrize("policy", ["thompson", "ucb1"])
+def test_two_levels_stop_a_proposer_whose_every_operator_fails_sooner(policy):
+    """Three operator arms of one useless proposer: pooled at the proposer level, their failures add
+    up, so together they get fewer slots than the same arms treated one by one."""
+    probs = {"evolution": 0.3, "random": 0.25, "llm:mutate": 0.0, "llm:crossover": 0.0, "llm:hint:0": 0.0}
+
+    def run(group):
+        rng, reward_rng = np.random.default_rng(0), np.random.default_rng(1)
+        state, useless = bandit.empty_state(list(probs)), 0
+        for _ in range(15):
+            alloc = bandit.allocate(state, 4, rng, policy=policy, group=group)
+            useless += sum(n for a, n in alloc.items() if a.startswith("llm"))
+            state = bandit.update(state, [(a, float(reward_rng.random() < probs[a])) for a, n in alloc.items()
+                                          for _ in range(n)])
+        return useless
+
+    flat, grouped = run(None), run(lambda arm: arm.split(":")[0])
+    assert grouped < flat
+    assert grouped <= {"thompson": 9, "ucb1": 16}[policy]   # of 60 slots; flat: 19-34 (thompson), 27-33 (ucb1)
+
+
 def test_bandit_allocation_sums_to_the_budget_and_tries_every_arm_first_under_ucb1():
     state = bandit.empty_state(["a", "b", "c", "d"])
     alloc = bandit.allocate(state, 4, np.random.default_rng(0), policy="ucb1")

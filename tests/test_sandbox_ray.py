@@ -50,6 +50,8 @@ def test_inputs_bundle_carries_inputs_and_never_labels(quick_evaluator, tmp_path
         assert (inputs.inputs_dir / name).read_bytes() == (quick_evaluator.data.inputs_dir / name).read_bytes()
     assert unpack_inputs(bundle, tmp_path) == inputs  # a second arrival reuses the first
     assert inputs.input_shape == quick_evaluator.data.input_shape
+    # the out/ quota is sized on the node from the rows it predicts, without the labels
+    assert inputs.n_predicted == len(quick_evaluator.data.y_val) + len(quick_evaluator.data.y_test)
 
 
 def test_scoring_a_run_from_elsewhere_equals_evaluating_here(quick_evaluator, tmp_path):

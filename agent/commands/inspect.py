@@ -257,19 +257,30 @@ def lineage(store: RunStore, args) -> int:
         return 0
     children: dict[int, list[int]] = {}
     for r in rows.values():
-        base = (r.decision or {}).get("baseline")
-        if r.status == "accepted" or (args.all and base is not None):
+        d = r.decision or {}
+        # the population search: the tree of descent (each entry under the archive member it was
+        # made from); the hill climber: the chain of baselines each acceptance replaced
+        base = r.parent_id if d.get("mode") == "pareto" else d.get("baseline")
+        if r.status == "accepted" or (args.all and d.get("baseline") is not None):
             children.setdefault(base, []).append(r.id)
         elif args.all and r.parent_id is not None and r.status in ("failed", "filtered", "proposal_failed"):
             children.setdefault(r.parent_id, []).append(r.id)
     incumbent = store.get_state("incumbent")
+    in_archive = {a["candidate_id"] for a in store.archive()}
 
     def label(r) -> str:
-        mark = " ★" if r.id == incumbent else ""
+        mark = (" ◆" if r.id in in_archive else "") + (" ★" if r.id == incumbent else "")
         if r.status == "seed":
             return f"#{r.id} seed  E_ens(M={members}) {_pred(r.statistics, members)}{mark}"
         reason = safe_line(r.reason or "")
         d = r.decision or {}
+        if d.get("mode") == "pareto":
+            what = f"entered island {d['island']}" if r.status == "accepted" else "dominated"
+            cost = f", {r.param_count:,} params" if r.param_count is not None else ""
+            gain = (f"vs #{d['baseline']} gain {d['predicted_improvement']:+.4f} "
+                    f"[{d['lower_bound']:+.4f}, {d['upper_bound']:+.4f}]" if "lower_bound" in d else "")
+            score = f"E_ens {_pred(r.statistics, members)}" if r.statistics else ""
+            return f"#{r.id} {safe_line(r.arm or r.proposer)} {what} cycle {r.cycle}  {score}{cost}  {gain}{mark}"
         gain = f"gain {d['predicted_improvement']:+.4f} [{d['lower_bound']:+.4f}, {d['upper_bound']:+.4f}]" if d else reason
         edited = f" (edited #{r.parent_id})" if d and r.parent_id != d.get("baseline") else ""
         score = f"  E_ens {_pred(r.statistics, members)}" if r.statistics else ""
@@ -282,4 +293,6 @@ def lineage(store: RunStore, args) -> int:
             walk(kid, prefix + ("" if root else ("   " if last else "│  ")), i == len(kids) - 1)
 
     walk(seed_id, "", True, root=True)
+    if in_archive:
+        print("◆ in an island archive now   ★ the incumbent (the archives' error-best)")
     return 0

@@ -22,7 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("--members", type=int, help="deployed ensemble size M")
     p.add_argument("--run-dir", help="where the run lives (default runs/<time>-<task>)")
     p.add_argument("--no-novelty", action="store_true", help="turn the MinHash novelty filter off")
-    p.add_argument("--islands", type=int, help="islands of the population search (each with a Pareto archive)")
+    p.add_argument("--population", action="store_true",
+                   help="the population search: island Pareto archives and a bandit over proposers and operators")
+    p.add_argument("--islands", type=int, help="islands of the population search (implies --population)")
     p.add_argument("--hill-climber", action="store_true",
                    help="no population: one incumbent, a candidate kept only if it beats it")
     p.add_argument("--pipeline", choices=["off", "lagged", "overlapped"],
@@ -103,9 +105,14 @@ def build_config(args):
         data["acceptance"]["members"] = data["deploy"]["members"] = args.members
     if args.no_novelty:
         data["novelty"]["enabled"] = False
+    if args.population or args.islands:
+        data["population"]["enabled"] = True
     if args.islands:
         data["population"]["islands"] = args.islands
     if args.hill_climber:
+        if args.population or args.islands:
+            from evaluator.failures import ConfigError
+            raise ConfigError("--hill-climber and --population/--islands contradict each other")
         data["population"]["enabled"] = False
     if args.pipeline:
         data["pipeline"] = args.pipeline
@@ -146,6 +153,7 @@ def run(args) -> int:
 
 def resume(args) -> int:
     from agent.config import RunConfig
+    from agent.generators.pin import describe, pin_resumed_run
     from agent.loop import SearchLoop
     from agent.preflight import preflight
     from agent.run_lock import RunLock
@@ -158,15 +166,25 @@ def resume(args) -> int:
             raise RunDirError(f"{run_dir} was stopped while it was being created, before its first cycle: start it "
                               f"again with `ensnas run --run-dir {run_dir}` (and the same options)")
         with RunStore(run_dir) as store:
-            saved = store.get_meta("config")
+            saved, generator = store.get_meta("config"), store.get_meta("generator")
+            next_cycle = 1 + max((c["cycle"] for c in store.cycles() if c["status"] == "done"), default=0)
         if saved is None:
             raise RunDirError(f"{run_dir} has no saved config; it was never started")
         config = RunConfig.load(None, **_overrides(saved, args))
+        # the model the run started with, unless --generator switches (agent/generators/pin.py)
+        config, pinned, warning = pin_resumed_run(config, generator, switched=bool(args.generator),
+                                                  next_cycle=next_cycle)
         setup = preflight(config)                          # e.g. the generator it used has gone: say so now
         with RunStore(run_dir) as store:
             if config.model_dump(mode="json") != saved:
                 store.set_meta("config", config.model_dump(mode="json"))
+            if pinned != generator:
+                store.set_meta("generator", pinned)
+                store.set_meta("versions", {**(store.get_meta("versions") or {}),
+                                            "generator": describe(pinned["current"])})
             print(f"{run_dir}: {resume_point(store, config.cycles)}")
+        if warning:
+            print(f"warning: {warning}")
         _say_setup(setup)
         loop = SearchLoop(run_dir=run_dir, resume=True, progress=not args.quiet,
                           sandbox_name=setup.sandbox.backend, lock=lock)

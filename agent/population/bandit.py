@@ -7,10 +7,11 @@ resumed run continues the same allocation; draws come from a caller-seeded gener
   with the largest draw. A useless arm's posterior sinks towards 0 and it stops being drawn.
 - ucb1: mean + c·sqrt(2 ln T / n) (Auer et al. 2002); each slot goes to the largest index, counting
   slots already given this cycle as pulls at the arm's current mean.
+Either runs flat over the arms or in two levels, proposers then their operators (`group`).
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
@@ -28,8 +29,26 @@ def with_arms(state: dict | None, arms: Sequence[str]) -> dict[str, dict[str, fl
 
 
 def allocate(state: dict[str, dict[str, float]], budget: int, rng: np.random.Generator, *,
-             policy: Policy = "thompson", exploration: float = 1.0) -> dict[str, int]:
-    """Split `budget` slots across the arms of `state` (insertion order breaks ties)."""
+             policy: Policy = "thompson", exploration: float = 1.0,
+             group: Callable[[str], str] | None = None) -> dict[str, int]:
+    """Split `budget` slots across the arms of `state` (insertion order breaks ties).
+
+    With `group` (arm -> proposer), two levels: the slots go to proposers first, each judged on
+    all of its arms' outcomes pooled, then within a proposer to its arms (operators). A proposer
+    whose every operator fails is then recognised as fast as a single arm would be, instead of
+    each operator having to fail on its own."""
+    if group is not None:
+        members: dict[str, list[str]] = {}
+        for arm in state:
+            members.setdefault(group(arm), []).append(arm)
+        pooled = {g: {"pulls": sum(state[a]["pulls"] for a in arms), "reward": sum(state[a]["reward"] for a in arms)}
+                  for g, arms in members.items()}
+        counts = dict.fromkeys(state, 0)
+        for g, n in allocate(pooled, budget, rng, policy=policy, exploration=exploration).items():
+            if n:
+                counts.update(allocate({a: state[a] for a in members[g]}, n, rng, policy=policy,
+                                       exploration=exploration))
+        return counts
     arms = list(state)
     counts = dict.fromkeys(arms, 0)
     if not arms or budget <= 0:

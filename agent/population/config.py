@@ -12,7 +12,7 @@ Objective = Literal["error", "params", "latency"]
 
 class PopulationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    enabled: bool = Field(False, description="islands + Pareto archives + bandit; off: the hill climber "
+    enabled: bool = Field(True, description="islands + Pareto archives + bandit; off: the hill climber "
                                             "(one incumbent, a candidate kept only if it beats it)")
     islands: int = Field(2, ge=1, le=16)
     capacity: int = Field(12, ge=2, description="members per island archive; beyond it the most crowded leave")
@@ -27,6 +27,9 @@ class PopulationConfig(BaseModel):
     inspirations: int = Field(2, ge=0, le=3, description="other archive members shown beside the parent")
     bandit: Literal["thompson", "ucb1", "off"] = Field("thompson", description="split of each cycle's budget "
                                                                               "across proposers and operators")
+    reward: Literal["entered", "hypervolume"] = Field(
+        "entered", description="the bandit's reward: 1 when the candidate entered its island's archive, or only when "
+                               "it grew the island front's hypervolume (point estimates, `reference` box)")
     llm_operators: list[str] = Field(default_factory=lambda: list(LLM_OPERATORS))
     candidates: int | None = Field(None, ge=1, description="candidates per cycle (default: the proposers' "
                                                            "candidates summed)")

@@ -18,7 +18,7 @@ from agent.population import bandit
 from agent.population.config import PopulationConfig
 from agent.population.migration import due, plan_migrations
 from agent.population.pareto import (DominanceRule, Member, Relation, error_best, hypervolume, normalised, place)
-from agent.population.plan import PlanConfig, Slot, arm_name, plan_slots
+from agent.population.plan import PlanConfig, Slot, arm_name, plan_slots, split_arm
 from agent.proposers.base import ProgramRecord
 from agent.store import TERMINAL, CandidateRow, RunStore
 from evaluator.statistics import predicted_from_dict
@@ -85,7 +85,8 @@ class Population:
         if self.config.bandit == "off":
             allocation = {a: n for a, n in (fixed or {}).items() if a in arms}
         else:
-            allocation = bandit.allocate(state, budget, rng, policy=self.config.bandit)
+            allocation = bandit.allocate(state, budget, rng, policy=self.config.bandit,
+                                         group=lambda arm: split_arm(arm)[0])
         c = self.config
         slots = plan_slots({a: n for a, n in allocation.items() if n}, archives, rng,
                            PlanConfig(exploit=c.exploit, power=c.rank_power, inspirations=c.inspirations,
@@ -114,10 +115,14 @@ class Population:
             archives[island] = [fresh.get(m.id, m) for m in archives[island]]
             cand = fresh.get(row.id) or self.member(row.id)
             placement = place(archives[island], cand, judge.relation, self.rule, self.config.capacity)
+            reward = float(placement.entered)
+            if self.config.reward == "hypervolume" and placement.entered:
+                before, after = self.hypervolumes([archives[island], placement.members_after(archives[island], cand)])
+                reward = float(after > before * (1 + 1e-9))
             info = dict(gate, gate_accept=gate["accept"], accept=placement.entered, vs_baseline=gate["reason"],
                         mode="pareto", island=island, dominated_by=list(placement.update.dominated_by),
                         removed=list(placement.update.removed), pruned=list(placement.pruned),
-                        error_relations=placement.update.error_relations, reward=float(placement.entered),
+                        error_relations=placement.update.error_relations, reward=reward,
                         reason=_explain(placement, island))
             with self.store.transaction() as db:
                 for cid, st in stats.items():

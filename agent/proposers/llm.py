@@ -11,7 +11,12 @@ Distinct ideas, not one idea n times: proposals of a cycle are generated one aft
 each sees the edits already tried on its parent (its own earlier answers, the history's
 candidates of that parent, and the archived programs nearest to the parent, as compact diffs),
 with a per-proposal seed, a temperature from a rotating schedule and, optionally, a rotating
-operator hint ("change the activation", "add a residual path", ...).
+operator hint ("change the activation", "add a residual path", ...). Seeing the list did not stop
+small models from repeating themselves, so two structural checks back it: under the delta grammar
+the lines that earlier edits of the parent changed (`avoid_tried_lines` times) are closed as
+SEARCH anchors (agent.delta_grammar.open_windows), and an answer whose program was already tried
+is drawn again within the same proposal (`resample_repeats`), cheap because the server caches
+the prompt.
 
 Bad model output never raises: every failure is one typed EditFailure, stored on the Candidate
 and counted in `self.stats` (per attempt and per final outcome). The Candidate's meta keeps the
@@ -29,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.delta import EditFailure, apply_output, unified_diff
-from agent.delta_grammar import delta_grammar
+from agent.delta_grammar import delta_grammar, open_windows, unique_windows
 from agent.generators.base import Generation, Generator, GeneratorConfig, GeneratorError, GeneratorTimeout, make_generator
 from agent.novelty import exact_jaccard
 from agent.population.engine import member_of
@@ -60,6 +65,16 @@ class LLMProposerConfig(BaseModel):
     show_tried: int = Field(8, ge=0, description="edits already tried on the parent shown as 'do not repeat' (0: off)")
     hints: list[str] = Field(default_factory=list, description="operator hints, one per proposal, rotating "
                                                                "(empty: none; see OPERATOR_HINTS)")
+    avoid_tried_lines: int = Field(2, ge=0, description="constrained delta: close the SEARCH windows whose lines "
+                                                        "this many edits already tried on the parent changed (0: off)")
+    keep_windows: int = Field(4, ge=1, description="windows that stay open however often their lines were tried "
+                                                   "(the least tried)")
+    reject_repeats: bool = Field(True, description="an answer giving a program already known (the parent, a tried "
+                                                   "edit, the history, same program_key) fails as `duplicate` "
+                                                   "(False: it is passed on and only not counted as distinct)")
+    resample_repeats: int = Field(2, ge=0, description="a repeated answer is first drawn again, new seed and hotter, "
+                                                       "up to this many times")
+    resample_heat: float = Field(0.3, ge=0, description="temperature added per re-draw of a repeated answer")
 
 
 OPERATOR_HINTS = [
@@ -133,7 +148,7 @@ class LLMProposer(Proposer):
         self.evaluator = evaluator
         self.renderer = PromptRenderer(prompts_dir=self.config.prompts_dir)
         self.stats = empty_stats()
-        self._grammar_for: tuple[str | None, str | None] = (None, None)  # (parent, its delta grammar)
+        self._grammar_for: tuple[Any, str | None] = (None, None)  # ((parent, open windows), grammar)
         self._own: dict[str, list[tuple[str, str]]] = {}   # parent key -> (source, outcome) of this process' edits
         self._valid_keys: set[str] = set()
         self._counter = 0                                  # proposals made: rotates temperature and hint
@@ -232,28 +247,47 @@ class LLMProposer(Proposer):
             add(r.source, f"#{r.id} {r.status} (a similar program)")
         return out
 
+    def tried_sources(self, ctx: ProposalContext) -> list[str]:
+        """Programs already made from the parent: this proposer's own answers and the history's children."""
+        parent = ctx.incumbent.source
+        own = [source for source, _ in self._own.get(program_key(parent), [])]
+        return own + [r.source for r in ctx.history if r.source and r.parent_id == ctx.incumbent.id]
+
+    def known_keys(self, ctx: ProposalContext) -> set[str]:
+        """Identities of every program a new answer must not reproduce: the parent, what was tried
+        from it, the history, elites and inspirations, and every valid program this proposer wrote."""
+        records = [ctx.incumbent, *ctx.history, *ctx.elites, *ctx.inspirations]
+        return ({program_key(r.source) for r in records if r.source} | set(self._valid_keys)
+                | {program_key(source) for source in self.tried_sources(ctx)})
+
     def _one(self, ctx: ProposalContext, plan: dict[str, Any], first: Generation | None = None) -> Candidate:
         cfg = self.config
         parent = ctx.incumbent.source
         prompt, seed = plan["prompt"], plan["seed"]
-        grammar = self._grammar(parent)
+        grammar, windows = self._grammar(parent, self.tried_sources(ctx))
+        plan = {**plan, "windows": windows, "constrained": grammar is not None}
         update: dict[str, Any] = {"grammar": grammar}
         if plan["temperature"] is not None:
             update["temperature"] = plan["temperature"]
         base_sampling = self.generator.config.sampling.model_copy(update=update)
+        known = self.known_keys(ctx) if cfg.reject_repeats else set()
         messages = list(prompt)
         attempts: list[dict[str, Any]] = []
         raw: list[str] = []
         failure, detail, source, build_reason = None, "", parent, None
-        for attempt in range(cfg.repair_retries + 1):
-            sampling = base_sampling.model_copy(update={"seed": seed + attempt})
+        turn, redraws = 0, 0            # repair turns taken; re-draws of repeated answers in this turn
+        while True:
+            k = len(attempts)
+            heat = redraws * cfg.resample_heat
+            sampling = base_sampling.model_copy(update={"seed": seed + k, **(
+                {"temperature": min(2.0, (base_sampling.temperature or 0.0) + heat)} if heat else {})})
             try:
-                gen = first if attempt == 0 and first is not None else \
+                gen = first if k == 0 and first is not None else \
                     self.generator.generate(messages, n=1, sampling=sampling)[0]
             except GeneratorError as exc:
                 failure = EditFailure.timeout if isinstance(exc, GeneratorTimeout) else EditFailure.generator_error
                 detail = str(exc)
-                attempts.append({"attempt": attempt, "failure": failure.value, "detail": detail, "tokens": 0,
+                attempts.append({"attempt": k, "turn": turn, "failure": failure.value, "detail": detail, "tokens": 0,
                                  "seconds": None, "finish_reason": None})
                 break   # the backend already retried; the repair loop is for the model's answers
             raw.append(gen.text)
@@ -261,17 +295,29 @@ class LLMProposer(Proposer):
                                   max_chars=cfg.max_answer_chars, truncated=gen.truncated)
             failure, detail, build_reason = result.failure, result.detail, None
             source = result.source or parent          # the failed program is kept when there is one
-            if result.ok and cfg.check_build and self.evaluator is not None:
+            if result.ok and program_key(result.source) in known:
+                failure = EditFailure.duplicate
+                detail = "the edit gives a program that was already tried (equal up to formatting and comments)"
+            elif result.ok and cfg.check_build and self.evaluator is not None:
                 check = self.evaluator.check(result.source)
                 if not check.ok:
                     failure, build_reason = EditFailure.build_failed, check.reason.value
                     detail = f"{check.reason.value}: {check.detail}".strip()
-            attempts.append({"attempt": attempt, "failure": failure.value if failure else None, "detail": detail,
-                             "build_reason": build_reason, "tokens": gen.tokens, "prompt_tokens": gen.prompt_tokens,
-                             "seconds": gen.seconds,
+            attempts.append({"attempt": k, "turn": turn, "failure": failure.value if failure else None,
+                             "detail": detail, "build_reason": build_reason, "tokens": gen.tokens,
+                             "prompt_tokens": gen.prompt_tokens, "seconds": gen.seconds,
+                             "temperature": sampling.temperature,
                              "finish_reason": gen.finish_reason, "matched": result.fuzzy})
             if failure is None:
                 break
+            if failure is EditFailure.duplicate:
+                if redraws < cfg.resample_repeats:     # the same conversation again, another sample
+                    redraws += 1
+                    continue
+                break                                  # not a mistake to repair: the model has no other idea here
+            if turn >= cfg.repair_retries:
+                break
+            turn, redraws = turn + 1, 0
             echo = gen.text[:cfg.repair_echo_chars] if gen.text.strip() else "(empty answer)"
             messages = list(prompt) + [{"role": "assistant", "content": echo},
                                        self.renderer.repair_message(mode=cfg.mode, failure=failure.value,
@@ -281,15 +327,22 @@ class LLMProposer(Proposer):
             self._own.setdefault(program_key(parent), []).append((source, outcome))
         return self._candidate(ctx, plan, raw, attempts, failure, detail, source, build_reason)
 
-    def _grammar(self, parent: str) -> str | None:
+    def _grammar(self, parent: str, tried: list[str] = ()) -> tuple[str | None, dict[str, int] | None]:
+        """The delta grammar for `parent` (None: unconstrained) and how many SEARCH windows it leaves
+        open of how many, after closing the lines already tried (open_windows)."""
         if self.config.mode != "delta" or not self.config.constrained or not self.generator.accepts_grammar:
-            return None
-        if self._grammar_for[0] != parent:
+            return None, None
+        cfg = self.config
+        windows = open_windows(parent, tried, avoid_after=cfg.avoid_tried_lines, keep=cfg.keep_windows)
+        key = (parent, tuple(windows))
+        if self._grammar_for[0] != key:
             try:
-                self._grammar_for = (parent, delta_grammar(parent, max_blocks=self.config.max_blocks))
+                self._grammar_for = (key, delta_grammar(parent, max_blocks=cfg.max_blocks, windows=windows))
             except ValueError:  # no unique line to anchor on: generate unconstrained
-                self._grammar_for = (parent, None)
-        return self._grammar_for[1]
+                self._grammar_for = (key, None)
+        if self._grammar_for[1] is None:
+            return None, None
+        return self._grammar_for[1], {"open": len(windows), "all": len(unique_windows(parent))}
 
     def _candidate(self, ctx, plan, raw, attempts, failure, detail, source, build_reason) -> Candidate:
         parent = ctx.incumbent.source
@@ -305,7 +358,7 @@ class LLMProposer(Proposer):
                 "prompt_tokens": sum(a.get("prompt_tokens") or 0 for a in attempts), "seconds": seconds, "seed": plan["seed"], "temperature": plan["temperature"],
                 "hint": plan["hint"], "program_key": key, "distinct": distinct,
                 "generator": self.generator.describe(),
-                "constrained": self._grammar(parent) is not None,
+                "constrained": plan["constrained"], "windows": plan["windows"],
                 "failure_reasons": [a["failure"] for a in attempts if a["failure"]],
                 "diff": unified_diff(parent, source) if source != parent else ""}
         if build_reason:
