@@ -4,9 +4,10 @@ per-evaluation overhead Ray adds.
     nice -n 10 .venv/bin/python benchmarks/ray_scaling.py [--repeats 3] [--cycles 4] [--sandbox process]
 
 The search: `ensnas run`'s loop on digits (its bundled proxy budget, a sub-second training: the
-worst case for relative overhead), the no-LLM proposers (random 2 + evolution 2 per cycle), a
-fixed seed, no export. Every configuration makes the same candidates and the same decisions (checked),
-so they do the same evaluations and their wall clocks compare directly:
+worst case for relative overhead), the no-LLM proposers (random 2 + evolution 2 per cycle), the
+default population search on error and parameters (not the measured latency), a fixed seed, no
+export. Every configuration makes the same candidates and the same decisions (checked), so they
+do the same evaluations and their wall clocks compare directly:
 
     local-1   the local executor, 1 worker (warm starts)          the reference
     ray-1     Ray, 1 worker raylet of 1 CPU (tasks pinned to it)   -> overhead per evaluation
@@ -61,7 +62,9 @@ def search_config(args, executor: str, workers: int, ray: dict | None = None):
                           proposers=[{"name": "random", "candidates": args.candidates},
                                      {"name": "evolution", "candidates": args.candidates}],
                           sandbox={"backend": args.sandbox, "workers": workers, "timeout_s": 300, "memory_mb": 2048},
-                          ray=ray or {}, deploy={"export": False})
+                          ray=ray or {}, deploy={"export": False},
+                          # latency is measured, so as an objective it could place candidates differently per run
+                          population={"objectives": ["error", "params"]})
 
 
 def run_search(config, run_dir: Path) -> dict:

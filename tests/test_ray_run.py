@@ -27,7 +27,10 @@ def _config(tmp_path: Path, **extra) -> str:
     config = {"task": str(tmp_path / "task.yaml"), "cycles": 3, "seed": 11, "noise_instances": 0,
               "proposers": [{"name": "random", "candidates": 2}, {"name": "evolution", "candidates": 1}],
               "sandbox": {"backend": "process", "workers": 2, "timeout_s": 120, "memory_mb": 2048},
-              "deploy": {"export": False}, **extra}
+              "deploy": {"export": False},
+              # the default population search, on objectives that do not depend on timing: latency is
+              # measured, so two runs (and the cluster's nodes against this machine) may place a candidate differently
+              "population": {"objectives": ["error", "params"]}, **extra}
     path = tmp_path / f"config-{len(list(tmp_path.glob('config-*')))}.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
