@@ -43,6 +43,22 @@ class SandboxConfig(_Strict):
     workers: int = Field(2, ge=1, description="evaluations in parallel")
     warm_start: bool = Field(True, description="launch each worker's next sandbox (interpreter, torch, data) "
                                                "while the current candidate trains")
+    gpu: bool = Field(False, description="give the sandbox the GPUs (docker); on Ray each evaluation asks for one")
+
+
+class RayConfig(_Strict):
+    """`executor: ray`: where the cluster is and how it treats a lost node (sandbox.ray_executor)."""
+    address: str | None = Field("auto", description="'auto' (RAY_ADDRESS, else a cluster started on this machine "
+                                                    "with `ray start`), host:port, ray://host:port; null: a private "
+                                                    "local Ray")
+    max_retries: int = Field(3, ge=-1, description="re-runs of an evaluation whose node died (-1: no limit)")
+    warm_start: bool = Field(True, description="each Ray worker keeps one sandbox warm for its next evaluation")
+    node_cache_dir: str | None = Field(None, description="where nodes keep the shipped inputs (default: their "
+                                                         "ENSNAS_CACHE or ~/.cache/ensnas)")
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources each evaluation "
+                                        "asks for, e.g. {ensnas: 1} for nodes started with --resources")
+    attempt_log: str | None = Field(None, description="a directory every node can write: one file per "
+                                                      "attempt, <job>.<node>.<pid>, 'done' once it returned")
 
 
 class CEUpdateConfig(_Strict):
@@ -80,6 +96,9 @@ class RunConfig(_Strict):
     novelty: NoveltyConfig = NoveltyConfig()
     prefilter: PrefilterConfig = PrefilterConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    executor: Literal["local", "ray"] = Field("local", description="where evaluations run: this machine's threads "
+                                                                   "or a Ray cluster (see `ray`)")
+    ray: RayConfig = RayConfig()
     acceptance: AcceptanceConfig = AcceptanceConfig()
     noise_instances: int = Field(4, ge=0, description="instances of the seed program for a pooled seed-noise estimate (0: off)")
     ce_update: CEUpdateConfig = CEUpdateConfig()

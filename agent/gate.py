@@ -13,7 +13,6 @@ later comparison against it.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -23,17 +22,23 @@ from evaluator.acceptance import AcceptanceConfig, acceptance_test, noise_varian
 from evaluator.paired import Instances, NoisePrior, noise_prior_from_instances
 from evaluator.sequential import Dominance, Verdict, dominance, sequential_test
 from evaluator.statistics import compute_statistics
+from sandbox.executor import EvalJob, LocalExecutor, job_id_for
 
 if TYPE_CHECKING:
     from evaluator.evaluate import Evaluator
+    from sandbox.executor import Executor
 
 log = logging.getLogger("ensnas")
 
 
 class Gate:
     def __init__(self, *, store: RunStore, evaluator: "Evaluator", config: AcceptanceConfig, workers: int = 2,
-                 timer: Callable[[str, float], None] | None = None) -> None:
+                 timer: Callable[[str, float], None] | None = None,
+                 executor: Callable[[], "Executor | None"] | None = None) -> None:
+        """executor: the run's (instances train where its evaluations do, e.g. on Ray); when it gives
+        None, `workers` threads here."""
         self.store, self.evaluator, self.config = store, evaluator, config
+        self.executor = executor or (lambda: None)
         self.labels = evaluator.data.y_val
         self.workers = max(1, workers)
         self.timer = timer or (lambda key, seconds: None)
@@ -104,21 +109,39 @@ class Gate:
 
     # -- training the instances the test asks for ---------------------------------------------------
     def _train(self, jobs: list[tuple[int, int]], *, origin: int) -> str | None:
-        """Train one instance per (candidate, seed), store each as it finishes; the first failure, if any."""
-        def one(job):
-            cand_id, seed = job
-            row = self.store.candidate(cand_id)
+        """Train one instance per (candidate, seed), store each as it finishes; the first failure (in
+        job order), if any. A job is named by candidate and seed: run again after a lost node or a
+        restart it is the same job, and add_instances keeps a seed it already holds."""
+        executor = self.executor()
+        if executor is None:
+            with LocalExecutor(evaluator=self.evaluator, workers=min(self.workers, len(jobs))) as local:
+                return self._train_on(local, jobs, origin)
+        return self._train_on(executor, jobs, origin)
+
+    def _train_on(self, executor: "Executor", jobs: list[tuple[int, int]], origin: int) -> str | None:
+        owners: dict[str, tuple[int, int, int]] = {}
+        for i, (cand_id, seed) in enumerate(jobs):
             log.info("    gate: training #%d seed %d for the decision on #%d", cand_id, seed, origin)
-            result = self.evaluator.evaluate(row.source, instances=1, seed_base=seed)
+            job = EvalJob(source=self.store.candidate(cand_id).source, instances=1, seed_base=seed,
+                          job_id=job_id_for(cand_id, seed_base=seed, instances=1))
+            owners[job.job_id] = (i, cand_id, seed)
+            executor.submit(job)
+        failures: list[str] = []
+        finished, stored = {}, 0
+        for job, result in executor.completed():
+            i, cand_id, seed = owners[job.job_id]
             self.timer("sandbox", max(result.sandbox_seconds - sum(result.train_seconds), 0.0))
             self.timer("training", sum(result.train_seconds))
-            if not result.ok:
-                return f"instance seed {seed} of #{cand_id} failed: {result.reason.value}: {result.detail[:200]}"
-            self.store.add_instances(cand_id, seeds=result.seeds, val=result.val_probs, test=result.test_probs,
-                                     origin=origin)
-            return None
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(jobs))) as pool:
-            failures = [f for f in pool.map(one, jobs) if f]
+            finished[i] = (cand_id, seed, result)
+            while stored in finished:  # in job order, whichever finished first: the same artifact everywhere
+                cand_id, seed, result = finished.pop(stored)
+                stored += 1
+                if not result.ok:
+                    failures.append(f"instance seed {seed} of #{cand_id} failed: {result.reason.value}: "
+                                    f"{result.detail[:200]}")
+                    continue
+                self.store.add_instances(cand_id, seeds=result.seeds, val=result.val_probs, test=result.test_probs,
+                                         origin=origin)
         return failures[0] if failures else None
 
 

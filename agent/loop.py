@@ -12,13 +12,14 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from agent import progress, run_state, summary
 from agent.config import RunConfig
+from agent.evaluating import evaluate_cycle, evaluate_jobs, open_executor
 from agent.gate import Gate
 from agent.generators.pin import describe, pin_new_run
 from agent.population.budgets import Spent, evaluations_left, exhausted
@@ -36,6 +37,7 @@ from evaluator.failures import ConfigError
 from evaluator.statistics import predicted_from_dict
 from evaluator.tasks import TaskConfig, get_task
 from sandbox import Limits, make_sandbox
+from sandbox.executor import Executor, ExecutorEvaluator
 from sandbox.select import resolve_sandbox_name
 from theory.proxy import predicted_rank_correlation
 
@@ -93,19 +95,23 @@ class SearchLoop:
         self.members = c.acceptance.members
         backend = resolve_sandbox_name(sandbox_name or c.sandbox.backend)
         sandbox = make_sandbox(backend)
-        sandbox.check_available()
+        sandbox.check_available()  # here too on Ray: build checks and the final deployment run on this machine
         self.store.set_state("sandbox_backend", backend)
-        limits = Limits(timeout_s=c.sandbox.timeout_s, memory_mb=c.sandbox.memory_mb, cpus=float(c.sandbox.threads))
+        limits = Limits(timeout_s=c.sandbox.timeout_s, memory_mb=c.sandbox.memory_mb, cpus=float(c.sandbox.threads),
+                        gpu=c.sandbox.gpu)
+        local_warm = c.sandbox.workers if c.sandbox.warm_start and c.executor == "local" else 0
         self.evaluator = Evaluator(task=self.task, sandbox=sandbox, limits=limits, threads=c.sandbox.threads,
-                                   warm_start=c.sandbox.workers if c.sandbox.warm_start else 0)
+                                   warm_start=local_warm)
+        self.executor: Executor | None = None  # opened by run()
         self.gate = Gate(store=self.store, evaluator=self.evaluator, config=c.acceptance,
-                         workers=c.sandbox.workers, timer=self.time_spent)
+                         workers=c.sandbox.workers, timer=self.time_spent, executor=lambda: self.executor)
         self.prefilter = Prefilter(config=c.prefilter, novelty=c.novelty)
         for row in self.store.candidates():
             if row.source and row.status not in ("filtered", "proposal_failed"):
                 self.prefilter.archive(row.id, row.source)
         adapters = self.store.adapters()
-        self.resources = LoopResources(evaluator=self.evaluator, generator=c.generator, run_dir=self.run_dir,
+        proposers_evaluator = ExecutorEvaluator(evaluator=self.evaluator, executor=lambda: self.executor)
+        self.resources = LoopResources(evaluator=proposers_evaluator, generator=c.generator, run_dir=self.run_dir,
                                        adapter_path=adapters[-1]["path"] if adapters else None)
         self.proposers = []
         for spec in c.proposers:
@@ -129,10 +135,11 @@ class SearchLoop:
 
     # ----------------------------------------------------------------------------------
     def run(self) -> dict:
-        self.evaluator.prewarm()
         ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ensnas-propose") \
             if self.config.pipeline == "overlapped" else None
         try:
+            self.executor = open_executor(self.config, self.evaluator)
+            self.executor.prewarm()
             self._ensure_seed()
             self.store.set_state("stopped", None)
             for cycle in range(1, self.config.cycles + 1):
@@ -163,6 +170,9 @@ class SearchLoop:
         return report or {}
 
     def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None
         self.evaluator.close()  # no warm sandbox outlives the run
         try:
             if self.lock.held:
@@ -265,27 +275,11 @@ class SearchLoop:
         propose_cycle(self, cycle)   # agent/proposing.py
 
     def _evaluate(self, cand_id: int, source: str, instances: int = 2) -> Evaluation:
-        result = self.evaluator.evaluate(source, instances=instances)
-        start = time.perf_counter()
-        self.store.record_evaluation(
-            cand_id, ok=result.ok, reason=result.reason.value if result.reason else None, detail=result.detail,
-            statistics=result.statistics.as_dict() if result.statistics else None, param_count=result.param_count,
-            seconds=result.wall_seconds, val=result.val_probs, test=result.test_probs, latency=result.latency_ms,
-            seeds=result.seeds)
-        self.time_spent("store", time.perf_counter() - start)
-        self.time_spent("sandbox", result.sandbox_seconds - sum(result.train_seconds))
-        self.time_spent("training", sum(result.train_seconds))
-        return result
+        """One candidate (the seed program) through the executor, recorded."""
+        return evaluate_jobs(self, [(cand_id, source)], instances=instances)[cand_id]
 
     def _evaluate_all(self, pending: list[CandidateRow], cycle: int) -> None:
-        run_state.set_phase(self.store, "evaluating", cycle)
-        with progress.phase(f"cycle {cycle}: evaluating in the sandbox", total=len(pending)) as bar, \
-                ThreadPoolExecutor(max_workers=self.config.sandbox.workers) as pool:
-            futures = {pool.submit(self._evaluate, row.id, row.source): row for row in pending}
-            for future in as_completed(futures):
-                row, result = futures[future], future.result()
-                bar.advance()
-                log.debug("candidate %d: %s", row.id, "ok" if result.ok else result.reason.value)
+        evaluate_cycle(self, pending, cycle)   # agent/evaluating.py
 
     def _decide(self, cycle: int) -> None:
         """The gate, candidate by candidate in id order; each decision commits with its statistics

@@ -373,18 +373,28 @@ class RunStore:
 
     def record_evaluation(self, cand_id: int, *, ok: bool, reason: str | None, detail: str, statistics: dict | None,
                           param_count: int | None, seconds: float, val: np.ndarray | None,
-                          test: np.ndarray | None, latency: dict | None = None, seeds=None) -> None:
-        """Store one finished evaluation: artifact first (atomic rename), then the row, in one commit."""
-        if ok:
-            self.save_predictions(cand_id, val, test, seeds=seeds)
-        with self.transaction() as db:
-            status = db.execute("SELECT status FROM candidates WHERE id = ?", (cand_id,)).fetchone()
-            if status is None or status[0] != "pending":
-                return  # already recorded (a retried job finishing twice counts once)
-            db.execute("UPDATE candidates SET status = ?, reason = ?, detail = ?, statistics = ?, param_count = ?,"
-                       " evaluated = ?, eval_seconds = ?, evaluations = evaluations + 1, latency = ? WHERE id = ?",
-                       ("evaluated" if ok else "failed", reason, detail, json.dumps(statistics) if statistics else None,
-                        param_count, time.time(), seconds, json.dumps(latency) if latency else None, cand_id))
+                          test: np.ndarray | None, latency: dict | None = None, seeds=None) -> bool:
+        """Store one finished evaluation: artifact first (atomic rename), then the row, in one commit.
+        Only a pending candidate takes it: a job run again (a lost node, a restarted head) whose
+        candidate is already recorded changes nothing, neither row nor predictions. False then."""
+        with self._lock:  # the pending check and the artifact belong together
+            if not self._pending(cand_id):
+                return False
+            if ok:
+                self.save_predictions(cand_id, val, test, seeds=seeds)
+            with self.transaction() as db:
+                if not self._pending(cand_id, db):
+                    return False
+                db.execute("UPDATE candidates SET status = ?, reason = ?, detail = ?, statistics = ?, param_count = ?,"
+                           " evaluated = ?, eval_seconds = ?, evaluations = evaluations + 1, latency = ? WHERE id = ?",
+                           ("evaluated" if ok else "failed", reason, detail,
+                            json.dumps(statistics) if statistics else None, param_count, time.time(), seconds,
+                            json.dumps(latency) if latency else None, cand_id))
+        return True
+
+    def _pending(self, cand_id: int, db: sqlite3.Connection | None = None) -> bool:
+        row = (db or self.db).execute("SELECT status FROM candidates WHERE id = ?", (cand_id,)).fetchone()
+        return row is not None and row[0] == "pending"
 
     def save_predictions(self, cand_id: int, val: np.ndarray, test: np.ndarray, *, seeds=None, origin=None) -> Path:
         """All of a candidate's instances in one artifact: probabilities [K, n, C] with each instance's

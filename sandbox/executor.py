@@ -1,60 +1,110 @@
-"""Executors: where evaluations run. One interface, `Executor.map(jobs) -> (job_id, Evaluation)`.
+"""Executors: where evaluations run. Submit jobs; collect (job, Evaluation) as each one finishes.
 
-`local` runs them one after another on this machine; `ray` (sandbox.ray_executor) spreads them
-over a Ray cluster, each node running its own Docker or process sandbox. Either way results
-come back to the caller, the single writer of the run's store.
+`local` runs them on this machine in a thread pool, through the evaluator and its warm sandboxes.
+`ray` (sandbox.ray_executor) runs each as a Ray task on whichever node takes it, in that node's
+own sandbox, on inputs shipped through Ray's object store. Either way the predictions are scored
+here, by the `Evaluator` that holds the labels, and the caller is the single writer of its store.
 
-Job ids are idempotent: the same candidate (source, task, instances, seeds) gets the same id,
-`map` yields each id at most once even when a node died and the job was retried elsewhere, and
-a caller that sees an id it already stored can drop it. Nothing is lost: every submitted id is
-yielded, failed runs as an Evaluation with a typed reason.
+Job ids are idempotent. The loop names a job by candidate and seeds (`job_id_for`), so a job
+submitted again (the same instances of the same candidate, e.g. by a head restarted on a store
+where it is still pending) is the same job. An executor runs an id at most once while it is in
+flight and reports each run once, even when Ray re-ran it after losing a node. Whether a
+finished job counts is the store's decision (`RunStore.record_evaluation` ignores a row that is
+no longer pending).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
 
 from evaluator.evaluate import Evaluation, Evaluator
-from evaluator.failures import FailureReason, SandboxUnavailable
+from evaluator.failures import EnsnasError
 from evaluator.registry import Registry
-from evaluator.tasks import TaskConfig
-from sandbox.base import Limits
+
+
+class ExecutorError(EnsnasError):
+    """The executor itself failed (a cluster lost the job on every retry, a node cannot sandbox):
+    nothing is recorded for the job, so `ensnas resume` evaluates it again."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalJob:
-    """One candidate to evaluate. `job_id` defaults to a hash of everything that determines the result."""
+    """Train `instances` copies of `source` with seeds seed_base, seed_base+1, ... ."""
     source: str
-    task: TaskConfig
     instances: int = 2
     seed_base: int = 0
-    sandbox: str = "auto"
-    limits: Limits = field(default_factory=Limits)
-    job_id: str = ""
+    job_id: str = ""  # default: a hash of the source and the seeds
 
     def __post_init__(self) -> None:
         if not self.job_id:
-            object.__setattr__(self, "job_id", self.content_id())
+            ident = json.dumps({"source": self.source, "seeds": self.seeds}, sort_keys=True)
+            object.__setattr__(self, "job_id", hashlib.sha256(ident.encode()).hexdigest()[:20])
 
-    def content_id(self) -> str:
-        ident = {"source": self.source, "task": self.task.model_dump(mode="json"), "instances": self.instances,
-                 "seed_base": self.seed_base}
-        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed_base + i for i in range(self.instances)]
+
+
+def job_id_for(cand_id: int, *, seed_base: int, instances: int) -> str:
+    """The id of a run's evaluation of candidate `cand_id` on those seeds (stable across restarts)."""
+    return f"c{cand_id}/s{seed_base}+{instances}"
 
 
 class Executor(ABC):
+    """Runs evaluations for one task and scores them with `evaluator`. Thread-safe: a proposer may
+    submit while another thread waits."""
     name = "abstract"
 
+    def __init__(self, *, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+
     @abstractmethod
-    def map(self, jobs: Iterable[EvalJob]) -> Iterator[tuple[str, Evaluation]]:
-        """Evaluate `jobs` (in any order); yield (job_id, Evaluation) exactly once per distinct id."""
+    def submit(self, job: EvalJob) -> bool:
+        """Start `job`; False (and nothing started) when a job with its id is already in flight."""
+
+    @abstractmethod
+    def wait(self, timeout: float | None = None) -> list[tuple[EvalJob, Evaluation]]:
+        """Block until a job finished or `timeout` passed; return every finished job ([] if none).
+        A job the executor itself failed on (ExecutorError, a bug) raises: at once, or, when other
+        jobs finished beside it, at the next call, after those were returned (nothing finished is
+        thrown away; nothing unfinished is waited for)."""
+
+    @property
+    @abstractmethod
+    def in_flight(self) -> int:
+        """Jobs submitted and not yet returned by `wait`."""
+
+    @abstractmethod
+    def evaluate(self, job: EvalJob) -> Evaluation:
+        """Run `job` now and wait for it, apart from the jobs in flight (which `wait` reports)."""
+
+    def completed(self) -> Iterator[tuple[EvalJob, Evaluation]]:
+        """Every job in flight, as each finishes."""
+        while self.in_flight:
+            yield from self.wait()
+
+    def map(self, jobs: Iterable[EvalJob]) -> Iterator[tuple[EvalJob, Evaluation]]:
+        for job in jobs:
+            self.submit(job)
+        yield from self.completed()
+
+    def prewarm(self) -> None:
+        """Get sandboxes ready ahead of the first job, where the executor can."""
 
     def close(self) -> None:
-        """Release what the executor holds (cluster connections)."""
+        """Release what the executor holds (threads, cluster connections); the evaluator stays open."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 EXECUTORS: Registry[Executor] = Registry("executor", lazy={"ray": "sandbox.ray_executor"})  # ray: the `ray` extra
@@ -65,43 +115,87 @@ def make_executor(name: str, **options) -> Executor:
     return EXECUTORS.make(name, **options)
 
 
-class EvaluatorCache:
-    """Evaluators per (task, sandbox, limits), so a node materialises each task's data once."""
-
-    def __init__(self, *, cache_dir: Path | None = None, work_root: Path | None = None) -> None:
-        self.cache_dir, self.work_root = cache_dir, work_root
-        self._evaluators: dict[str, Evaluator] = {}
-
-    def evaluator(self, job: EvalJob) -> Evaluator:
-        from sandbox.base import make_sandbox
-        from sandbox.select import resolve_sandbox_name
-        key = json.dumps([job.task.model_dump(mode="json"), job.sandbox, repr(job.limits)], sort_keys=True)
-        if key not in self._evaluators:
-            sandbox = make_sandbox(resolve_sandbox_name(job.sandbox))
-            sandbox.check_available()
-            self._evaluators[key] = Evaluator(task=job.task, sandbox=sandbox, limits=job.limits,
-                                              cache_dir=self.cache_dir, work_root=self.work_root)
-        return self._evaluators[key]
-
-    def run(self, job: EvalJob) -> Evaluation:
-        """Evaluate one job here; an unusable sandbox becomes a typed failure, not an exception."""
-        try:
-            return self.evaluator(job).evaluate(job.source, instances=job.instances, seed_base=job.seed_base)
-        except SandboxUnavailable as exc:
-            return Evaluation(ok=False, reason=FailureReason.sandbox_unavailable, detail=str(exc))
-
-
 @register_executor("local")
 class LocalExecutor(Executor):
-    """Serial, in this process: the default for one machine."""
+    """`workers` threads on this machine, each job through `evaluator.evaluate` (so through its warm
+    sandboxes when it keeps any): what the loop did with a thread pool, behind the interface."""
 
-    def __init__(self, *, cache_dir: Path | None = None, work_root: Path | None = None) -> None:
-        self.cache = EvaluatorCache(cache_dir=cache_dir, work_root=work_root)
+    def __init__(self, *, evaluator: Evaluator, workers: int = 1) -> None:
+        super().__init__(evaluator=evaluator)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ensnas-eval")
+        self._done: queue.Queue[tuple[EvalJob, Future]] = queue.Queue()
+        self._flight: set[str] = set()
+        self._error: BaseException | None = None  # raised by the next wait()
+        self._lock = threading.Lock()
 
-    def map(self, jobs: Iterable[EvalJob]) -> Iterator[tuple[str, Evaluation]]:
-        seen: set[str] = set()
-        for job in jobs:
-            if job.job_id in seen:
+    def submit(self, job: EvalJob) -> bool:
+        with self._lock:
+            if job.job_id in self._flight:
+                return False
+            self._flight.add(job.job_id)
+        future = self._pool.submit(self.evaluator.evaluate, job.source, instances=job.instances,
+                                   seed_base=job.seed_base)
+        future.add_done_callback(lambda f, job=job: self._done.put((job, f)))
+        return True
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._flight) + (self._error is not None)  # an error still to report counts
+
+    def wait(self, timeout: float | None = None) -> list[tuple[EvalJob, Evaluation]]:
+        if self._error is not None:  # reported after the results that finished beside it
+            error, self._error = self._error, None
+            raise error
+        with self._lock:
+            if not self._flight:
+                return []
+        try:
+            finished = [self._done.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                finished.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        out = []
+        for job, future in finished:
+            with self._lock:
+                self._flight.discard(job.job_id)
+            if future.exception() is not None:  # not a candidate's failure: raised after the others
+                self._error = self._error or future.exception()
                 continue
-            seen.add(job.job_id)
-            yield job.job_id, self.cache.run(job)
+            out.append((job, future.result()))
+        if not out and self._error is not None:  # never wait on the rest first: they may never finish
+            error, self._error = self._error, None
+            raise error
+        return out
+
+    def evaluate(self, job: EvalJob) -> Evaluation:
+        return self.evaluator.evaluate(job.source, instances=job.instances, seed_base=job.seed_base)
+
+    def prewarm(self) -> None:
+        self.evaluator.prewarm()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ExecutorEvaluator:
+    """The evaluator as proposers see it, its trainings sent through the run's executor (on Ray:
+    to the cluster). A proposer that trains programs while it proposes (closed_form's dual runs)
+    calls `evaluate`; everything else (check, data, task) is the evaluator's own, on this machine.
+    Before the run opens its executor, `evaluate` is the evaluator's."""
+
+    def __init__(self, *, evaluator: Evaluator, executor: Callable[[], Executor | None]) -> None:
+        self._evaluator, self._executor = evaluator, executor
+
+    def evaluate(self, source: str, *, instances: int = 2, seed_base: int = 0, **local_only) -> Evaluation:
+        executor = self._executor()
+        if executor is None or local_only:  # keep_dir / save_weights need this machine's work dir
+            return self._evaluator.evaluate(source, instances=instances, seed_base=seed_base, **local_only)
+        return executor.evaluate(EvalJob(source=source, instances=instances, seed_base=seed_base))
+
+    def __getattr__(self, name: str):
+        return getattr(self._evaluator, name)

@@ -18,6 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--cycles", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--sandbox", help="auto | docker | process | subprocess")
+    add_executor_options(p)
     p.add_argument("--members", type=int, help="deployed ensemble size M")
     p.add_argument("--run-dir", help="where the run lives (default runs/<time>-<task>)")
     p.add_argument("--no-novelty", action="store_true", help="turn the MinHash novelty filter off")
@@ -34,6 +35,7 @@ def add_parser(sub) -> None:
 
     r = sub.add_parser("resume", help="continue a run after a stop or kill -9 (optionally repairing its setup)")
     r.add_argument("run_dir")
+    add_executor_options(r, resuming=True)
     r.add_argument("--cycles", type=int, help="raise the number of cycles")
     r.add_argument("--generator", help="use this generator from now on (repairs a run whose model moved or broke)")
     r.add_argument("--sandbox", help="use this sandbox backend from now on")
@@ -71,6 +73,14 @@ def _budget(args) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
+def add_executor_options(p, resuming: bool = False) -> None:
+    rest = " from now on" if resuming else ""
+    p.add_argument("--executor", choices=["local", "ray"], help=f"where evaluations run{rest}: this machine "
+                   "(default) or a Ray cluster")
+    p.add_argument("--ray-address", help=f"the Ray cluster{rest} (default auto: RAY_ADDRESS, else one started "
+                   "on this machine with `ray start --head`)")
+
+
 def build_config(args):
     """The config file (or defaults) with the command-line flags applied on top."""
     from agent.config import RunConfig
@@ -87,6 +97,10 @@ def build_config(args):
         data["generator"] = {**data["generator"], **_generator_from_flag(args.generator)}
     if args.sandbox:
         data["sandbox"]["backend"] = args.sandbox
+    if args.executor:
+        data["executor"] = args.executor
+    if args.ray_address:
+        data["ray"]["address"] = args.ray_address
     if args.members:
         data["acceptance"]["members"] = data["deploy"]["members"] = args.members
     if args.no_novelty:
@@ -198,6 +212,10 @@ def _overrides(saved: dict, args) -> dict:
         data["sandbox"]["timeout_s"] = args.timeout
     if args.workers:
         data["sandbox"]["workers"] = args.workers
+    if args.executor:
+        data["executor"] = args.executor
+    if args.ray_address:
+        data["ray"] = {**(saved.get("ray") or {}), "address": args.ray_address}
     if _budget(args):
         data["budget"] = {**(saved.get("budget") or {}), **_budget(args)}
     return data
