@@ -59,7 +59,10 @@ def test_population_search_end_to_end(tmp_path, fast_task, capsys):
         assert bool(entered) == (r.status == "accepted")
     current = store.archive()
     incumbent = store.get_state("incumbent")
-    members = [member_of(store.candidate(a["candidate_id"]), 5) for a in current]
+    # the incumbent: the error-best of the seed and the members that passed the gate on entry
+    seed_id = store.get_state("seed_id")
+    proven = {seed_id} | {r.id for r in evaluated if r.status == "accepted" and r.decision["gate_accept"]}
+    members = [member_of(store.candidate(i), 5) for i in {a["candidate_id"] for a in current} & proven | {seed_id}]
     assert incumbent == min(members, key=lambda m: (m.error, m.id)).id
     for c in (1, 2):
         assert sum(a["allocated"] for a in store.allocations() if a["cycle"] == c) == 4

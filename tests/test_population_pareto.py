@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.population.pareto import (DominanceRule, Member, Relation, compare_cost, crowding_distance, dominates,
+from agent.population.pareto import (DominanceRule, proven_best, Member, Relation, compare_cost, crowding_distance, dominates,
                                      error_best, hypervolume, hypervolume_inclusion_exclusion, normalised, prune,
                                      update_archive)
 
@@ -141,3 +141,17 @@ def test_hypervolume_ignores_dominated_points_and_grows_with_new_nondominated_on
     assert hypervolume(np.vstack([pts, np.minimum(dominated, 0.999)]), [1, 1, 1]) == pytest.approx(base)
     better = pts.min(0, keepdims=True) * 0.5
     assert hypervolume(np.vstack([pts, better]), [1, 1, 1]) > base
+
+
+def test_the_incumbent_is_proven_or_the_seed():
+    """A member that entered on parameters alone (error undecided) never becomes the incumbent, even
+    with the lowest point error; a gate-proven member does; the seed is the incumbent when it left
+    every archive and nothing is proven."""
+    seed = Member(id=1, error=0.050, params=1000)
+    small = Member(id=2, error=0.049, params=100)       # lower point error, entered on params only
+    proven = Member(id=3, error=0.045, params=900)
+    assert proven_best([[small]], seed, proven=set()).id == 1
+    assert proven_best([[small], [seed]], seed, proven={1}).id == 1
+    assert proven_best([[small, proven], []], seed, proven={3}).id == 3
+    worse_proven = Member(id=4, error=0.060, params=900)   # proven against an island best, still worse than the seed
+    assert proven_best([[worse_proven]], seed, proven={4}).id == 1

@@ -17,7 +17,8 @@ import numpy as np
 from agent.population import bandit
 from agent.population.config import PopulationConfig
 from agent.population.migration import due, plan_migrations
-from agent.population.pareto import (DominanceRule, Member, Relation, error_best, hypervolume, normalised, place)
+from agent.population.pareto import (DominanceRule, Member, Relation, error_best, hypervolume, normalised, place,
+                                     proven_best)
 from agent.population.plan import PlanConfig, Slot, arm_name, plan_slots, split_arm
 from agent.proposers.base import ProgramRecord
 from agent.store import TERMINAL, CandidateRow, RunStore
@@ -141,7 +142,9 @@ class Population:
                     archives[move.target] = placement.members_after(archives[move.target], move.member)
                     migrations.append({"candidate": move.member.id, "from": move.source, "to": move.target,
                                        "entered": placement.entered})
-            best = error_best([m for a in archives for m in a])
+            seed_id = self.store.get_state("seed_id")
+            proven = {r.id for r in self.store.candidates(status="accepted") if (r.decision or {}).get("gate_accept")}
+            best = proven_best(archives, self.member(seed_id), proven)
             self.store.set_state("incumbent", best.id, db)
             entered = sum(r.status == "accepted" for r in self.store.candidates(cycle=cycle))
             summary = {"entered": entered, "migrations": migrations, "incumbent": best.id,

@@ -107,6 +107,16 @@ def error_best(members: Sequence[Member]) -> Member:
     return min(members, key=lambda m: (m.error, m.id))
 
 
+def proven_best(archives: Sequence[Sequence[Member]], seed: Member, proven: set[int]) -> Member:
+    """The program a run deploys: the error-best of the seed and the archive members that passed the
+    acceptance gate when they entered (`proven`). A member that entered only on parameters or
+    latency, its error undecided, never becomes the incumbent: the export improves provably or is
+    the seed (the mission's acceptance rule, applied to the population search)."""
+    pool = {m.id: m for a in archives for m in a if m.id in proven}
+    pool[seed.id] = seed
+    return error_best(list(pool.values()))
+
+
 def crowding_distance(members: Sequence[Member], objectives: Sequence[str] = OBJECTIVES) -> np.ndarray:
     """NSGA-II crowding distance on the point objectives (boundary members: inf)."""
     n = len(members)
