@@ -38,7 +38,9 @@ from evaluator.statistics import compute_statistics  # noqa: E402
 
 REFERENCE = (1.5, 10.0, 10.0)   # (test Brier, params, latency) as multiples of the seed program's
 MEMBERS = 5
-CODE = "gate"   # results of an earlier judge (the fixed bootstrap test) are not mixed in
+# per method, the code its results came from: results of an earlier judge (the fixed bootstrap
+# test), or of the population search before it deployed only gate-proven programs, are not mixed in
+CODE = {"hill_climber": "gate", "population": "gate+proven-incumbent"}
 METHODS = {"hill_climber": dict(population={"enabled": False}, pipeline="off"),
            "population": dict(population={"enabled": True, "islands": 2, "migrate_every": 3}, pipeline="overlapped")}
 # the proposers of each method, per preset; the population search adds its crossover operator (without
@@ -158,7 +160,7 @@ def main() -> None:
     args.name = args.name or ("search_depth" if args.proposers == "mutation" else f"search_depth_{args.proposers}")
     out = RESULTS / f"{args.name}.json"
     previous = json.loads(out.read_text()).get("runs", []) if out.exists() else []
-    runs = [r for r in previous if r.get("evaluations_budget") == args.evaluations and r.get("code") == CODE]
+    runs = [r for r in previous if r.get("evaluations_budget") == args.evaluations and r.get("code") == CODE[r["method"]]]
     done = {(r["task"], r["method"], r["seed"]) for r in runs}
     loads = []
     for seed in args.seeds:                 # interleaved, so load drifts hit both methods alike
@@ -171,7 +173,7 @@ def main() -> None:
                     r = one_run(workdir, task, method, seed, args.evaluations, args.max_cycles, args.proposers)
                 finally:
                     shutil.rmtree(workdir, ignore_errors=True)
-                r["evaluations_budget"], r["code"] = args.evaluations, CODE
+                r["evaluations_budget"], r["code"] = args.evaluations, CODE[method]
                 r["proposers"] = PROPOSERS[args.proposers][method]
                 r["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
                 loads.append(r["loadavg"])

@@ -176,3 +176,21 @@ def test_hypervolume_reward_pays_only_for_a_larger_front(run_factory):
     for cid, island in ((grows, 0), (twin, 1)):
         grew = after[island] > before[island] * (1 + 1e-9)
         assert rows[cid].decision["reward"] == float(grew and rows[cid].status == "accepted")
+
+
+def test_a_behavioural_twin_is_rejected_and_never_enters(run_factory):
+    """A candidate whose predictions equal an archive member's on every shared seed is the same
+    function written differently: rejected with reward 0, not a member of any front. A candidate of
+    the same quality with its own predictions is judged as usual."""
+    run = run_factory(CONFIG)
+    s = run.seed_id
+    twin = run.add(1, quality=2.0, params=1000, latency=1.0, island=0, parent=s)
+    near = run.add(1, quality=2.0, params=1000, latency=1.0, island=1, parent=s)
+    seed = run.store.load_instances(s)
+    run.store.save_predictions(twin, seed.val[:2], seed.test[:2], seeds=list(seed.seeds[:2]), origin=[-1, -1])
+    run.pop.decide(1, run.judge)
+    rows = {r.id: r for r in run.store.candidates()}
+    assert rows[twin].status == "rejected" and rows[twin].decision["twin"] == s
+    assert rows[twin].decision["reward"] == 0 and "behaves exactly as" in rows[twin].decision["reason"]
+    assert "twin" not in rows[near].decision
+    assert twin not in {a["candidate_id"] for a in run.store.archive()}

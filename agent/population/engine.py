@@ -106,6 +106,14 @@ class Population:
         archives = self.archives()
         for row in self.store.candidates(cycle=cycle, status="evaluated"):
             island = row.island if row.island is not None else 0
+            twin = behavioural_twin(self.store, row.id, [m.id for a in archives for m in a])
+            if twin is not None:   # equal on every objective, it would enter and crowd the front
+                with self.store.transaction() as db:
+                    self.store.set_decision(db, row.id, accepted=False, decision=dict(
+                        mode="pareto", accept=False, gate_accept=False, island=island, twin=twin,
+                        dominated_by=[twin], removed=[], pruned=[], error_relations={}, reward=0.0,
+                        reason=f"behaves exactly as #{twin}: the same predictions on every shared seed"))
+                continue
             best = error_best(archives[island])
             # the gate's full test against the island's best (training what it asks for), then
             # dominance readings against every member on the instances stored now
@@ -171,6 +179,23 @@ class Population:
         scale = {n: seed.objective(n) or 1.0 for n in names}
         ref = [self.config.reference[n] for n in names]
         return [hypervolume(normalised(a, scale, names), ref) if a else 0.0 for a in archives]
+
+
+def behavioural_twin(store: RunStore, cid: int, others: Sequence[int]) -> int | None:
+    """The first of `others` whose stored predictions equal the candidate's bit for bit on every
+    seed both have (at least one): the same function written differently (e.g. `nn.Linear(width,
+    k)` -> `nn.Linear(HIDDEN, k)` where width == HIDDEN), which MinHash novelty on the text cannot
+    see. Training is deterministic per seed, so a real change of architecture shows in the bits."""
+    mine = store.load_instances(cid)
+    for other in others:
+        if other == cid:
+            continue
+        theirs = store.load_instances(other)
+        shared = [s for s in mine.seeds if s in theirs.seeds]
+        if shared and all(np.array_equal(mine.val[mine.seeds.index(s)], theirs.val[theirs.seeds.index(s)])
+                          for s in shared):
+            return other
+    return None
 
 
 def _explain(placement, island: int) -> str:
