@@ -40,7 +40,7 @@ REFERENCE = (1.5, 10.0, 10.0)   # (test Brier, params, latency) as multiples of 
 MEMBERS = 5
 # per method, the code its results came from: results of an earlier judge (the fixed bootstrap
 # test), or of the population search before it deployed only gate-proven programs, are not mixed in
-CODE = {"hill_climber": "gate", "population": "gate+proven-incumbent+twins"}
+CODE = {"hill_climber": "gate", "population": "gate-vs-incumbent+proven-incumbent+twins"}
 METHODS = {"hill_climber": dict(population={"enabled": False}, pipeline="off"),
            "population": dict(population={"enabled": True, "islands": 2, "migrate_every": 3}, pipeline="overlapped")}
 # the proposers of each method, per preset; the population search adds its crossover operator (without

@@ -114,9 +114,12 @@ class Population:
                         dominated_by=[twin], removed=[], pruned=[], error_relations={}, reward=0.0,
                         reason=f"behaves exactly as #{twin}: the same predictions on every shared seed"))
                 continue
-            best = error_best(archives[island])
-            # the gate's full test against the island's best (training what it asks for), then
-            # dominance readings against every member on the instances stored now
+            # the gate's full test against the proven incumbent (training what it asks for): an
+            # accept is a gain for the program the run deploys, as along the hill climber's chain
+            # (against an island's point-estimate best, an unproven and optimistically selected
+            # baseline, proof got harder the luckier the front); then dominance readings against
+            # every member on the instances stored now
+            best = self.member(self.store.get_state("incumbent") or self.store.get_state("seed_id"))
             gate = judge.decision(row.id, best.id)
             stats = {cid: judge.statistics(cid, self.store.candidate(cid).statistics) for cid in (row.id, best.id)}
             fresh = {cid: dataclasses.replace(self.member(cid), error=predicted_from_dict(st, self.members))
