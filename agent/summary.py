@@ -65,12 +65,16 @@ def end_summary(store, report: dict, run_dir: Path, *, wall_seconds: float | Non
     lines = []
     seed_id, final_id = report.get("seed_id"), report.get("final_id")
     accepted = [r for r in rows if r.status == "accepted"]
+    # the population search accepts onto Pareto fronts; only a gate accept is a proven error gain
+    pareto = any((r.decision or {}).get("mode") == "pareto" for r in accepted)
+    proven = [r for r in accepted if (r.decision or {}).get("gate_accept")]
     f, s = report.get("final") or {}, report.get("seed") or {}
     if seed_id is not None and seed_id == final_id:
         lines.append(f"no candidate beat the seed: exported the seed program #{seed_id}")
     elif final_id is not None:
-        lines.append(f"best: #{final_id} ({safe_line(store.candidate(final_id).proposer)}), "
-                     f"{len(accepted)} accepted step(s) from the seed #{seed_id}")
+        steps = (f"{len(proven)} candidate(s) passed the gate in the run" if pareto
+                 else f"{len(accepted)} accepted step(s) from the seed #{seed_id}")
+        lines.append(f"best: #{final_id} ({safe_line(store.candidate(final_id).proposer)}), {steps}")
     gain = report.get("validation_gain")
     if gain and seed_id != final_id:
         lines.append(f"  predicted {report['members']}-ensemble gain over the seed (validation): "
@@ -83,8 +87,10 @@ def end_summary(store, report: dict, run_dir: Path, *, wall_seconds: float | Non
     elif f.get("failed"):
         lines.append(f"  the final deploy failed: {safe_line(f['failed'])}: {safe_line(f.get('detail'), limit=300)}")
     searched = [r for r in rows if r.proposer != "seed"]
+    decided = (f"{len(accepted)} entered a Pareto front, {len(proven)} passed the gate" if pareto
+               else f"{len(accepted)} accepted")
     lines.append(f"candidates: {len(searched)} proposed, {sum(r.statistics is not None for r in searched)} "
-                 f"evaluated, {len(accepted)} accepted")
+                 f"evaluated, {decided}")
     llm = [r for r in rows if r.proposer == "llm"]
     if llm:
         valid = [r.source for r in llm if r.statistics is not None and r.source]

@@ -232,6 +232,23 @@ def test_summary_says_when_nothing_beat_the_seed(tmp_path):
     assert "candidates: 3 proposed, 0 evaluated, 0 accepted" in text
 
 
+def test_summary_of_a_population_run_tells_front_entries_from_gate_accepts(tmp_path):
+    """"accepted" in the population search means entered a Pareto front; the summary says how many
+    of those the gate proved better, and the best line does not call front entries steps."""
+    from agent.summary import end_summary
+    run_dir = tmp_path / "run"
+    _store_only_run(run_dir)
+    with RunStore(run_dir) as store, store.transaction() as db:
+        for cid, proven in ((2, False), (3, False), (4, True)):
+            store.set_decision(db, cid, accepted=True, decision={"mode": "pareto", "gate_accept": proven})
+    report = {"members": 5, "seed_id": 1, "final_id": 4, "final": {"brier": 0.1, "accuracy": 0.95},
+              "seed": {"brier": 0.2, "accuracy": 0.9}, "export_dir": "export"}
+    with RunStore(run_dir, read_only=True) as store:
+        text = end_summary(store, report, run_dir)
+    assert text.startswith("best: #4 (random), 1 candidate(s) passed the gate in the run")
+    assert "candidates: 3 proposed, 0 evaluated, 3 entered a Pareto front, 1 passed the gate" in text
+
+
 def test_proxy_note_is_silent_when_degenerate_and_explains_itself_otherwise():
     from agent.summary import proxy_note
     two = {"candidates": 2, "rho_s": 0.0, "snr": 0.0, "var_arch": 0.0}
