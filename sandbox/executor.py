@@ -63,6 +63,13 @@ class Executor(ABC):
 
     def __init__(self, *, evaluator: Evaluator) -> None:
         self.evaluator = evaluator
+        self._error: BaseException | None = None  # an executor failure, raised by the next wait()
+
+    def _raise_held_error(self) -> None:
+        """Raise the failure held back so that the jobs finishing beside it were handed over first."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
     @abstractmethod
     def submit(self, job: EvalJob) -> bool:
@@ -125,7 +132,6 @@ class LocalExecutor(Executor):
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ensnas-eval")
         self._done: queue.Queue[tuple[EvalJob, Future]] = queue.Queue()
         self._flight: set[str] = set()
-        self._error: BaseException | None = None  # raised by the next wait()
         self._lock = threading.Lock()
 
     def submit(self, job: EvalJob) -> bool:
@@ -144,9 +150,7 @@ class LocalExecutor(Executor):
             return len(self._flight) + (self._error is not None)  # an error still to report counts
 
     def wait(self, timeout: float | None = None) -> list[tuple[EvalJob, Evaluation]]:
-        if self._error is not None:  # reported after the results that finished beside it
-            error, self._error = self._error, None
-            raise error
+        self._raise_held_error()
         with self._lock:
             if not self._flight:
                 return []
@@ -167,9 +171,8 @@ class LocalExecutor(Executor):
                 self._error = self._error or future.exception()
                 continue
             out.append((job, future.result()))
-        if not out and self._error is not None:  # never wait on the rest first: they may never finish
-            error, self._error = self._error, None
-            raise error
+        if not out:  # never wait on the rest first: they may never finish
+            self._raise_held_error()
         return out
 
     def evaluate(self, job: EvalJob) -> Evaluation:

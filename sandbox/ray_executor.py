@@ -133,7 +133,6 @@ class RayExecutor(Executor):
         self.nodes: dict[str, str] = {}  # job_id -> the node whose result was reported
         self.inputs_dirs: dict[str, str] = {}  # job_id -> where that node's sandbox read the inputs
         self._refs: dict = {}  # ObjectRef -> EvalJob, in flight
-        self._error: ExecutorError | None = None  # raised by the next wait()
         self._lock = threading.Lock()
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
@@ -177,9 +176,7 @@ class RayExecutor(Executor):
             return len(self._refs) + (self._error is not None)  # an error still to report counts
 
     def wait(self, timeout: float | None = None) -> list[tuple[EvalJob, Evaluation]]:
-        if self._error is not None:  # reported after the results that finished beside it
-            error, self._error = self._error, None
-            raise error
+        self._raise_held_error()
         with self._lock:
             refs = list(self._refs)
         if not refs:
@@ -196,9 +193,8 @@ class RayExecutor(Executor):
                 out.append((job, self._score(job, ref)))
             except ExecutorError as exc:
                 self._error = self._error or exc
-        if not out and self._error is not None:  # never wait on the rest first: with its node gone, they may never run
-            error, self._error = self._error, None
-            raise error
+        if not out:  # never wait on the rest first: with its node gone, they may never run
+            self._raise_held_error()
         return out
 
     def _score(self, job: EvalJob, ref) -> Evaluation:
