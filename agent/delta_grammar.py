@@ -115,25 +115,32 @@ def changed_lines(parent: str, child: str) -> set[int]:
 
 
 def open_windows(parent: str, tried: list[str] | tuple[str, ...] = (), *, avoid_after: int = 0, keep: int = 4,
-                 max_lines: int = 3) -> list[str]:
+                 max_lines: int = 3, broken: list[str] | tuple[str, ...] = (), broken_weight: int | None = None) -> list[str]:
     """The SEARCH windows left open for a new edit of `parent`, given the programs already tried
-    from it: a window is closed when one of its lines was changed by `avoid_after` or more of them
-    (0: none closed). At least `keep` windows stay open, the least-tried first, so a parent whose
-    lines were all tried can still be edited. This makes "do not repeat" structural: a model that
-    answered `HIDDEN = 128 -> 64` ten times in a row although the prompt listed it as tried (small
-    Qwen2.5-Coder, benchmarks/results/generator_validity_*) cannot anchor on that line again."""
+    from it: a window is closed when the edits of its lines reach a load of `avoid_after` (0: none
+    closed), an edit that was tried counting 1 and one that `broken` names (it failed to parse or
+    build) counting `broken_weight` (default avoid_after: one failure closes its lines). At least
+    `keep` windows stay open, the least loaded first, so a parent whose lines were all tried can
+    still be edited. This makes "do not repeat" structural: a model that answered `HIDDEN = 128 ->
+    64` ten times in a row although the prompt listed it as tried (small Qwen2.5-Coder,
+    benchmarks/results/generator_validity_*) cannot anchor on that line again; and weighing failures
+    keeps it on lines whose edits build (width, depth, activation) rather than moving it, once those
+    are tried, onto the shape bookkeeping (`in_features *= size`, `width = in_features`), where 15 of
+    the 1.5B's 30 answers broke the build."""
     spans = window_spans(parent, max_lines)
-    if not avoid_after or not tried:
+    if not avoid_after or not (tried or broken):
         return [text for _, _, text in spans]
+    weight = avoid_after if broken_weight is None else broken_weight
     counts: dict[int, int] = {}
-    for child in tried:
-        for line in changed_lines(parent, child):
-            counts[line] = counts.get(line, 0) + 1
+    for children, w in ((tried, 1), (broken, weight)):
+        for child in children:
+            for line in changed_lines(parent, child):
+                counts[line] = counts.get(line, 0) + w
     load = {text: max(counts.get(line, 0) for line in range(i, i + size)) for i, size, text in spans}
     opened = [text for _, _, text in spans if load[text] < avoid_after]
     if len(opened) >= min(keep, len(spans)):
         return opened
-    order = sorted(spans, key=lambda s: (load[s[2]], s[1], s[0]))      # least tried, then shortest, then first
+    order = sorted(spans, key=lambda s: (load[s[2]], s[1], s[0]))      # least loaded, then shortest, then first
     chosen = {text for _, _, text in order[:keep]}
     return [text for _, _, text in spans if text in chosen]
 

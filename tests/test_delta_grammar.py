@@ -278,3 +278,35 @@ def test_grammar_windows_must_be_anchors():
     with pytest.raises(ValueError, match="not an anchor"):
         delta_grammar(parent, windows=["HIDDEN = 129"])
     assert delta_grammar(parent, windows=unique_windows(parent)) == delta_grammar(parent)
+
+
+@pytest.mark.parametrize("weight", [0, 1, 3, 7])
+def test_open_windows_weigh_broken_edits(weight):
+    """Brute force: with edits that broke the build weighing `weight` and tried ones 1, a window is
+    open exactly when its most loaded line is below avoid_after (keep permitting), and otherwise the
+    open ones are the least loaded."""
+    import random
+
+    from agent.delta_grammar import changed_lines, open_windows, window_spans
+    parent = (PROGRAMS[0].parent / "mlp.py").read_text()
+    spans = window_spans(parent)
+    rng = random.Random(weight)
+    for _ in range(40):
+        edits = []
+        for _ in range(rng.randrange(1, 10)):
+            i, size, text = rng.choice(spans)
+            edits.append((parent.replace(text, text + "  # edited", 1), rng.random() < 0.4))
+        counts: dict[int, int] = {}
+        for child, broken in edits:
+            for line in changed_lines(parent, child):
+                counts[line] = counts.get(line, 0) + (weight if broken else 1)
+        load = {text: max(counts.get(j, 0) for j in range(i, i + size)) for i, size, text in spans}
+        opened = open_windows(parent, [c for c, b in edits if not b], avoid_after=3, keep=4,
+                              broken=[c for c, b in edits if b], broken_weight=weight)
+        fresh = [t for t in load if load[t] < 3]
+        if len(fresh) >= 4:
+            assert set(opened) == set(fresh)
+        else:
+            assert len(opened) == 4
+            closed = [load[t] for t in load if t not in opened]
+            assert max(load[t] for t in opened) <= min(closed)

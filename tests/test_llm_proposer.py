@@ -372,3 +372,61 @@ def test_lines_tried_on_the_parent_are_closed_as_anchors():
     LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=0, repair_retries=0),
                 generator=gen).propose(context(), 3)
     assert len(set(gen.grammars)) == 1                                        # off: the same grammar each time
+
+
+def test_lines_whose_edits_broke_the_build_close_first():
+    """The 1.5B's distinct-edit defect's class: once the lines it edits well (width, depth) were
+    tried, closing tried lines pushed it onto the shape bookkeeping, where half its answers broke the
+    build. An edit that failed to parse or build now loads its lines `broken_line_load` times, so one
+    failure closes them while a line with a working edit stays open for more (distinct) values; a
+    history child of the parent that failed in the sandbox counts the same way."""
+    answers = [block("HIDDEN = 128", "HIDDEN = 64"),
+               block("        in_features *= size", "        in_features *= (size"),     # syntax error
+               block("DEPTH = 2", "DEPTH = 3")]
+    gen = GrammarScripted(answers)
+    p = LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=3, broken_line_load=6,
+                                             repair_retries=0, keep_windows=1), generator=gen)
+    ctx = context()
+    failed_child = ProgramRecord(id=11, source=PARENT.replace("    width = in_features", "    width = 32"),
+                                 status="failed", reason="shape_mismatch", parent_id=ctx.incumbent.id)
+    ctx.history = [failed_child]
+    cands = p.propose(ctx, 3)
+    assert [c.failure for c in cands] == [None, "syntax_error", None]
+    worked, broken = p.tried_edits(ctx)
+    assert len(worked) == 2 and len(broken) == 2
+    offered = [g.splitlines() for g in gen.grammars]
+
+    def offers(k, text):
+        return any(text in ln for ln in offered[k] if ln.startswith("b"))
+    assert not offers(0, "width = in_features")                               # the failed child, before any answer
+    assert offers(0, "in_features *= size") and not offers(2, "in_features *= size")   # broken once: closed
+    assert offers(2, "HIDDEN = 128")                                          # tried once, it built: still open
+    # the same three answers with failures weighing as much as a working edit: nothing is closed yet
+    gen = GrammarScripted(answers)
+    LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=3, broken_line_load=1,
+                                         repair_retries=0), generator=gen).propose(context(), 3)
+    assert len(set(gen.grammars)) == 1
+
+
+def test_a_repeat_is_redrawn_away_from_the_lines_it_repeated():
+    """Measured with the 1.5B: once its few good lines were tried, it answered the same edit again
+    and again (10 of 30 proposals ended as duplicates after their re-draws). Under the grammar a
+    re-draw now closes the lines the repeat touched, and repeated answers load their lines like
+    broken ones, so the next proposal does not start there either."""
+    answers = [block("HIDDEN = 128", "HIDDEN = 64"),
+               block("HIDDEN = 128", "HIDDEN = 64"), block("DEPTH = 2", "DEPTH = 3"),
+               block("DROPOUT = 0.1", "DROPOUT = 0.2")]
+    gen = GrammarScripted(answers)
+    p = LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=3, broken_line_load=6,
+                                             repair_retries=0, resample_repeats=2), generator=gen)
+    ctx = context()
+    first, second, third = p.propose(ctx, 3)
+    assert first.failure is None and second.failure is None and "DEPTH = 3" in second.source
+    assert [a["failure"] for a in second.meta["attempts"]] == ["duplicate", None]
+
+    def offers(k, text):
+        return any(text in ln for ln in gen.grammars[k].splitlines() if ln.startswith("b"))
+    assert offers(1, "HIDDEN = 128") and not offers(2, "HIDDEN = 128")     # the re-draw: closed
+    assert not offers(3, "HIDDEN = 128") and offers(3, "DROPOUT = 0.1")     # and for the next proposal
+    assert second.meta["attempts"][0]["windows_after"]["open"] < second.meta["windows"]["open"]
+    assert len(p.tried_edits(ctx)[1]) == 1                                  # the repeat, counted as wasted

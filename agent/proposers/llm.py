@@ -13,10 +13,11 @@ candidates of that parent, and the archived programs nearest to the parent, as c
 with a per-proposal seed, a temperature from a rotating schedule and, optionally, a rotating
 operator hint ("change the activation", "add a residual path", ...). Seeing the list did not stop
 small models from repeating themselves, so two structural checks back it: under the delta grammar
-the lines that earlier edits of the parent changed (`avoid_tried_lines` times) are closed as
-SEARCH anchors (agent.delta_grammar.open_windows), and an answer whose program was already tried
-is drawn again within the same proposal (`resample_repeats`), cheap because the server caches
-the prompt.
+the lines that earlier edits of the parent changed (`avoid_tried_lines` times; an edit that broke the
+build counts `broken_line_load` times) are closed as SEARCH anchors (agent.delta_grammar.open_windows),
+and an answer whose program was already tried is drawn again within the same proposal
+(`resample_repeats`; under the grammar with the repeated lines closed), cheap because the server
+caches the prompt.
 
 Bad model output never raises: every failure is one typed EditFailure, stored on the Candidate
 and counted in `self.stats` (per attempt and per final outcome). The Candidate's meta keeps the
@@ -65,8 +66,11 @@ class LLMProposerConfig(BaseModel):
     show_tried: int = Field(8, ge=0, description="edits already tried on the parent shown as 'do not repeat' (0: off)")
     hints: list[str] = Field(default_factory=list, description="operator hints, one per proposal, rotating "
                                                                "(empty: none; see OPERATOR_HINTS)")
-    avoid_tried_lines: int = Field(2, ge=0, description="constrained delta: close the SEARCH windows whose lines "
+    avoid_tried_lines: int = Field(3, ge=0, description="constrained delta: close the SEARCH windows whose lines "
                                                         "this many edits already tried on the parent changed (0: off)")
+    broken_line_load: int = Field(6, ge=0, description="constrained delta: an edit that failed to parse or build "
+                                                      "loads its lines this much toward avoid_tried_lines (a tried "
+                                                      "edit: 1), so lines whose edits build stay open longer")
     keep_windows: int = Field(4, ge=1, description="windows that stay open however often their lines were tried "
                                                    "(the least tried)")
     reject_repeats: bool = Field(True, description="an answer giving a program already known (the parent, a tried "
@@ -84,6 +88,11 @@ OPERATOR_HINTS = [
     "Regularise differently: dropout rate, weight noise, or a smaller layer.",
     "Make the ensemble members more diverse: an architectural choice whose errors differ between runs.",
 ]
+
+
+# Final outcomes of an edit that wasted its lines (weighed by broken_line_load): it broke the program, or
+# the model had no new idea there (a repeat); timeouts and backend errors say nothing about the lines.
+WASTED = frozenset({"syntax_error", "build_failed", "duplicate"})
 
 
 def empty_stats() -> dict[str, Any]:
@@ -253,6 +262,23 @@ class LLMProposer(Proposer):
         own = [source for source, _ in self._own.get(program_key(parent), [])]
         return own + [r.source for r in ctx.history if r.source and r.parent_id == ctx.incumbent.id]
 
+    def tried_edits(self, ctx: ProposalContext) -> tuple[list[str], list[str]]:
+        """What was tried on the parent, split by what it says about the lines it touched: (edits that
+        worked, edits that were wasted). Wasted: this proposer's answers that broke the build or only
+        repeated a known program (every such answer counts, so a line the model keeps repeating
+        itself on fills up), and the history's children of the parent that failed to build or in the
+        sandbox. The history's children that are this proposer's own answers are not counted twice."""
+        parent = ctx.incumbent.source
+        worked, wasted, own = [], [], set()
+        for source, outcome in self._own.get(program_key(parent), []):
+            own.add(program_key(source))
+            (wasted if outcome in WASTED else worked).append(source)
+        for r in ctx.history:
+            if r.source and r.parent_id == ctx.incumbent.id and program_key(r.source) not in own:
+                failed = r.status == "failed" or (r.status == "proposal_failed" and r.reason in WASTED)
+                (wasted if failed else worked).append(r.source)
+        return worked, wasted
+
     def known_keys(self, ctx: ProposalContext) -> set[str]:
         """Identities of every program a new answer must not reproduce: the parent, what was tried
         from it, the history, elites and inspirations, and every valid program this proposer wrote."""
@@ -264,7 +290,8 @@ class LLMProposer(Proposer):
         cfg = self.config
         parent = ctx.incumbent.source
         prompt, seed = plan["prompt"], plan["seed"]
-        grammar, windows = self._grammar(parent, self.tried_sources(ctx))
+        worked, wasted = self.tried_edits(ctx)
+        grammar, windows = self._grammar(parent, worked, wasted)
         plan = {**plan, "windows": windows, "constrained": grammar is not None}
         update: dict[str, Any] = {"grammar": grammar}
         if plan["temperature"] is not None:
@@ -313,6 +340,12 @@ class LLMProposer(Proposer):
             if failure is EditFailure.duplicate:
                 if redraws < cfg.resample_repeats:     # the same conversation again, another sample
                     redraws += 1
+                    self._own.setdefault(program_key(parent), []).append((source, EditFailure.duplicate.value))
+                    if grammar is not None:            # ... anchored away from the lines it just repeated
+                        wasted = wasted + [source]
+                        grammar, redraw_windows = self._grammar(parent, worked, wasted)
+                        base_sampling = base_sampling.model_copy(update={"grammar": grammar})
+                        attempts[-1]["windows_after"] = redraw_windows
                     continue
                 break                                  # not a mistake to repair: the model has no other idea here
             if turn >= cfg.repair_retries:
@@ -327,13 +360,14 @@ class LLMProposer(Proposer):
             self._own.setdefault(program_key(parent), []).append((source, outcome))
         return self._candidate(ctx, plan, raw, attempts, failure, detail, source, build_reason)
 
-    def _grammar(self, parent: str, tried: list[str] = ()) -> tuple[str | None, dict[str, int] | None]:
+    def _grammar(self, parent: str, tried: list[str] = (), broken: list[str] = ()) -> tuple[str | None, dict[str, int] | None]:
         """The delta grammar for `parent` (None: unconstrained) and how many SEARCH windows it leaves
         open of how many, after closing the lines already tried (open_windows)."""
         if self.config.mode != "delta" or not self.config.constrained or not self.generator.accepts_grammar:
             return None, None
         cfg = self.config
-        windows = open_windows(parent, tried, avoid_after=cfg.avoid_tried_lines, keep=cfg.keep_windows)
+        windows = open_windows(parent, tried, avoid_after=cfg.avoid_tried_lines, keep=cfg.keep_windows,
+                               broken=broken, broken_weight=cfg.broken_line_load)
         key = (parent, tuple(windows))
         if self._grammar_for[0] != key:
             try:
