@@ -299,10 +299,18 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=10)
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--sweep", action="store_true", help="also the sequential test's knobs, one at a time")
+    parser.add_argument("--max-instances", type=int, default=None,
+                        help="the sequential test's cap (default: the loop's); replicate r uses seeds cap·r..")
+    parser.add_argument("--futility", type=float, default=None, help="the sequential test's futility (default: the loop's)")
+    parser.add_argument("--name", default="acceptance_fidelity")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
     config = AcceptanceConfig(members=args.members)          # the loop's defaults, M set to the truth's
+    if args.max_instances is not None:
+        config = config.model_copy(update={"max_instances": args.max_instances})
+    if args.futility is not None:
+        config = config.model_copy(update={"futility": args.futility})
     old = AcceptanceConfig(members=args.members, method="fixed", alpha=0.1, bootstrap=2000)
     result = {"members": args.members, "replicates": args.replicates, "truth_seeds": len(TRUTH_SEEDS),
               "held_out_replicates": args.held_out_replicates, "fixed_k": list(FIXED_K),
@@ -342,7 +350,7 @@ def main() -> None:
     result["wall_seconds"] = time.perf_counter() - start
     if not args.train_only:
         print(f"\nload average (1, 5, 15 min) at start and after each task: {result['loadavg']}")
-        print(f"wrote {write_result('acceptance_fidelity', result)}")
+        print(f"wrote {write_result(args.name, result)}")
 
 
 def _seconds_per_instance(cache: InstanceCache) -> float:
