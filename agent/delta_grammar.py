@@ -115,24 +115,29 @@ def changed_lines(parent: str, child: str) -> set[int]:
 
 
 def open_windows(parent: str, tried: list[str] | tuple[str, ...] = (), *, avoid_after: int = 0, keep: int = 4,
-                 max_lines: int = 3, broken: list[str] | tuple[str, ...] = (), broken_weight: int | None = None) -> list[str]:
+                 max_lines: int = 3, broken: list[str] | tuple[str, ...] = (), broken_weight: int | None = None,
+                 repeated: list[str] | tuple[str, ...] = (), repeated_weight: int | None = None) -> list[str]:
     """The SEARCH windows left open for a new edit of `parent`, given the programs already tried
     from it: a window is closed when the edits of its lines reach a load of `avoid_after` (0: none
-    closed), an edit that was tried counting 1 and one that `broken` names (it failed to parse or
-    build) counting `broken_weight` (default avoid_after: one failure closes its lines). At least
+    closed), an edit that was tried counting 1, one that `broken` names (it failed to parse or
+    build) counting `broken_weight` and one that `repeated` names (the model wrote a program already
+    known) `repeated_weight` (both default avoid_after: one such edit closes its lines). At least
     `keep` windows stay open, the least loaded first, so a parent whose lines were all tried can
     still be edited. This makes "do not repeat" structural: a model that answered `HIDDEN = 128 ->
     64` ten times in a row although the prompt listed it as tried (small Qwen2.5-Coder,
     benchmarks/results/generator_validity_*) cannot anchor on that line again; and weighing failures
     keeps it on lines whose edits build (width, depth, activation) rather than moving it, once those
     are tried, onto the shape bookkeeping (`in_features *= size`, `width = in_features`), where 15 of
-    the 1.5B's 30 answers broke the build."""
+    the 1.5B's 30 answers broke the build. Repeats weigh less than failures: a line the model keeps
+    repeating itself on is used up, not harmful, so when windows must be reopened it comes back
+    before a line whose edit broke the build (weighing repeats like failures left only bookkeeping
+    lines open after 10 proposals, and 18 of 30 first answers broke the build)."""
     spans = window_spans(parent, max_lines)
-    if not avoid_after or not (tried or broken):
+    if not avoid_after or not (tried or broken or repeated):
         return [text for _, _, text in spans]
-    weight = avoid_after if broken_weight is None else broken_weight
+    weights = [avoid_after if w is None else w for w in (broken_weight, repeated_weight)]
     counts: dict[int, int] = {}
-    for children, w in ((tried, 1), (broken, weight)):
+    for children, w in ((tried, 1), (broken, weights[0]), (repeated, weights[1])):
         for child in children:
             for line in changed_lines(parent, child):
                 counts[line] = counts.get(line, 0) + w

@@ -16,8 +16,9 @@ A variant is MODE/DIVERSITY:
              hints     distinct + a rotating operator hint per proposal (OPERATOR_HINTS)
 
 Repair off vs on comes from the same proposals (paired): "off" is each proposal's answer before
-any repair turn (after the re-draws of repeated programs, which are part of one answer), "on" its
-outcome after up to K repair turns. Rates per variant:
+any repair turn (after the re-draws of repeated or, under the grammar, broken answers, which are
+part of one answer), "on" its outcome after up to K repair turns; "single draw" is the first sample
+alone. Rates per variant:
   parse-valid     the answer is in the required format (blocks / a code block found, not cut off)
   apply-valid     the edit applied and the new program parses and differs from the parent
                   (a duplicate of a known program counts as applied, not as build-valid)
@@ -119,7 +120,11 @@ def run_variant(variant: str, args, evaluator: Evaluator, generator, task, check
         first = [a for a in attempts if a.get("turn", a["attempt"]) == 0][-1]    # the answer before any repair
         last = attempts[-1]
         per.append({"first": classify(first), "final": classify(last), "first_failure": first["failure"],
-                    "redraws": sum(a["failure"] == "duplicate" for a in attempts), "windows": cand.meta.get("windows"),
+                    "first_draw": classify(attempts[0]), "first_draw_failure": attempts[0]["failure"],
+                    "redraws": sum(a["failure"] == "duplicate" for a in attempts),
+                    "broken_redraws": sum(a["failure"] in ("syntax_error", "build_failed") and a.get("turn", 0) == 0
+                                          and a is not first for a in attempts),
+                    "windows": cand.meta.get("windows"),
                     "final_failure": cand.failure, "first_tokens": first["tokens"],
                     # the cost of the answer before repair: every draw of turn 0 (None: it timed out)
                     "first_seconds": None if first["seconds"] is None else
@@ -154,6 +159,9 @@ def summarise(variant: str, mode: str, diversity: str, max_tokens: int, per: lis
 
     timed = [p["first_seconds"] for p in per if p["first_seconds"] is not None]   # a timeout has none
     return {"mode": mode, "diversity": diversity, "variant": variant, "n": n, "max_new_tokens": max_tokens,
+            # single draw: the first sample alone, before any re-draw (of a repeat or a broken answer) or repair
+            **({"single_draw": rates("first_draw"), "first_draw_failures": counts("first_draw_failure")}
+               if all("first_draw" in p for p in per) else {}),
             "repair_off": rates("first"), "repair_on": rates("final"),
             "first_failures": counts("first_failure"), "final_failures": counts("final_failure"),
             "timeouts": sum(p["first_failure"] == "timeout" for p in per),
@@ -198,10 +206,13 @@ def analyze(modes: dict) -> dict:
 def report(modes: dict, analysis: dict) -> None:
     rows = []
     for m in modes.values():
-        for label in ("repair_off", "repair_on"):
+        for label in ("single_draw", "repair_off", "repair_on"):
+            if label not in m:
+                continue
             r = m[label]
             lo, hi = r["build_valid_ci95"]
-            secs = m["seconds_per_proposal_repair_off" if label == "repair_off" else "seconds_per_proposal_repair_on"]
+            secs = {"repair_off": m["seconds_per_proposal_repair_off"],
+                    "repair_on": m["seconds_per_proposal_repair_on"]}.get(label)
             rows.append([m.get("variant", m["mode"]), label.replace("_", " "), m["n"], f"{r['parse_valid']:.2f}",
                          f"{r['apply_valid']:.2f}", f"{r['build_valid']:.2f} [{lo:.2f},{hi:.2f}]",
                          r.get("distinct_valid", "-"), m.get("timeouts", 0), f"{m['mean_emitted_tokens']:.0f}",

@@ -282,7 +282,7 @@ def test_grammar_windows_must_be_anchors():
 
 @pytest.mark.parametrize("weight", [0, 1, 3, 7])
 def test_open_windows_weigh_broken_edits(weight):
-    """Brute force: with edits that broke the build weighing `weight` and tried ones 1, a window is
+    """Brute force: with edits that broke the build weighing `weight`, repeats 2 and tried ones 1, a window is
     open exactly when its most loaded line is below avoid_after (keep permitting), and otherwise the
     open ones are the least loaded."""
     import random
@@ -292,17 +292,19 @@ def test_open_windows_weigh_broken_edits(weight):
     spans = window_spans(parent)
     rng = random.Random(weight)
     for _ in range(40):
-        edits = []
+        edits = []        # (child, kind): 0 tried, 1 broken, 2 repeated
         for _ in range(rng.randrange(1, 10)):
             i, size, text = rng.choice(spans)
-            edits.append((parent.replace(text, text + "  # edited", 1), rng.random() < 0.4))
+            edits.append((parent.replace(text, text + "  # edited", 1), rng.choice([0, 0, 1, 2])))
+        weights = {0: 1, 1: weight, 2: 2}
         counts: dict[int, int] = {}
-        for child, broken in edits:
+        for child, kind in edits:
             for line in changed_lines(parent, child):
-                counts[line] = counts.get(line, 0) + (weight if broken else 1)
+                counts[line] = counts.get(line, 0) + weights[kind]
         load = {text: max(counts.get(j, 0) for j in range(i, i + size)) for i, size, text in spans}
-        opened = open_windows(parent, [c for c, b in edits if not b], avoid_after=3, keep=4,
-                              broken=[c for c, b in edits if b], broken_weight=weight)
+        opened = open_windows(parent, [c for c, k in edits if k == 0], avoid_after=3, keep=4,
+                              broken=[c for c, k in edits if k == 1], broken_weight=weight,
+                              repeated=[c for c, k in edits if k == 2], repeated_weight=2)
         fresh = [t for t in load if load[t] < 3]
         if len(fresh) >= 4:
             assert set(opened) == set(fresh)

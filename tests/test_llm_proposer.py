@@ -385,15 +385,15 @@ def test_lines_whose_edits_broke_the_build_close_first():
                block("DEPTH = 2", "DEPTH = 3")]
     gen = GrammarScripted(answers)
     p = LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=3, broken_line_load=6,
-                                             repair_retries=0, keep_windows=1), generator=gen)
+                                             repair_retries=0, resample_broken=0, keep_windows=1), generator=gen)
     ctx = context()
     failed_child = ProgramRecord(id=11, source=PARENT.replace("    width = in_features", "    width = 32"),
                                  status="failed", reason="shape_mismatch", parent_id=ctx.incumbent.id)
     ctx.history = [failed_child]
     cands = p.propose(ctx, 3)
     assert [c.failure for c in cands] == [None, "syntax_error", None]
-    worked, broken = p.tried_edits(ctx)
-    assert len(worked) == 2 and len(broken) == 2
+    worked, repeated, broken = p.tried_edits(ctx)
+    assert len(worked) == 2 and len(broken) == 2 and not repeated
     offered = [g.splitlines() for g in gen.grammars]
 
     def offers(k, text):
@@ -404,15 +404,15 @@ def test_lines_whose_edits_broke_the_build_close_first():
     # the same three answers with failures weighing as much as a working edit: nothing is closed yet
     gen = GrammarScripted(answers)
     LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=3, broken_line_load=1,
-                                         repair_retries=0), generator=gen).propose(context(), 3)
+                                         repair_retries=0, resample_broken=0), generator=gen).propose(context(), 3)
     assert len(set(gen.grammars)) == 1
 
 
 def test_a_repeat_is_redrawn_away_from_the_lines_it_repeated():
     """Measured with the 1.5B: once its few good lines were tried, it answered the same edit again
     and again (10 of 30 proposals ended as duplicates after their re-draws). Under the grammar a
-    re-draw now closes the lines the repeat touched, and repeated answers load their lines like
-    broken ones, so the next proposal does not start there either."""
+    re-draw now closes the lines the repeat touched, and a repeated answer loads its lines enough to
+    close them, so the next proposal does not start there either."""
     answers = [block("HIDDEN = 128", "HIDDEN = 64"),
                block("HIDDEN = 128", "HIDDEN = 64"), block("DEPTH = 2", "DEPTH = 3"),
                block("DROPOUT = 0.1", "DROPOUT = 0.2")]
@@ -429,4 +429,34 @@ def test_a_repeat_is_redrawn_away_from_the_lines_it_repeated():
     assert offers(1, "HIDDEN = 128") and not offers(2, "HIDDEN = 128")     # the re-draw: closed
     assert not offers(3, "HIDDEN = 128") and offers(3, "DROPOUT = 0.1")     # and for the next proposal
     assert second.meta["attempts"][0]["windows_after"]["open"] < second.meta["windows"]["open"]
-    assert len(p.tried_edits(ctx)[1]) == 1                                  # the repeat, counted as wasted
+    assert len(p.tried_edits(ctx)[1]) == 1                                  # the repeat, counted as such
+
+
+def test_a_broken_answer_is_redrawn_away_from_the_lines_it_broke_before_a_repair():
+    """Measured with the 1.5B (n = 30): a repair turn fixed 1 of 21 answers that broke the build,
+    while a fresh answer on other lines built about a third of the time. Under the grammar an answer
+    that fails to parse or build is now drawn again first (`resample_broken`), with its lines
+    closed; only then does the repair turn see the error."""
+    answers = [block("        in_features *= size", "        in_features *= (size"),     # syntax error
+               block("DEPTH = 2", "DEPTH = 3"),
+               block("HIDDEN = 128", "HIDDEN = 64")]
+    gen = GrammarScripted(answers)
+    p = LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=3, repair_retries=1,
+                                             resample_broken=1), generator=gen)
+    first, second = p.propose(context(), 2)
+    assert first.failure is None and "DEPTH = 3" in first.source
+    assert [a["failure"] for a in first.meta["attempts"]] == ["syntax_error", None]
+    assert all(a["turn"] == 0 for a in first.meta["attempts"])                  # a draw, not a repair turn
+
+    def offers(k, text):
+        return any(text in ln for ln in gen.grammars[k].splitlines() if ln.startswith("b"))
+    assert offers(0, "in_features *= size") and not offers(1, "in_features *= size")
+    assert not offers(2, "in_features *= size")                               # still closed for the next proposal
+    assert first.meta["attempts"][0]["windows_after"]["open"] < first.meta["windows"]["open"]
+    worked, repeated, broken = p.tried_edits(context())
+    assert len(broken) == 1 and not repeated
+    # off: the broken answer goes to the repair turn, as before
+    gen = GrammarScripted(answers)
+    (only,) = LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=3, repair_retries=1,
+                                                   resample_broken=0), generator=gen).propose(context(), 1)
+    assert [a["turn"] for a in only.meta["attempts"]] == [0, 1]

@@ -14,10 +14,11 @@ with a per-proposal seed, a temperature from a rotating schedule and, optionally
 operator hint ("change the activation", "add a residual path", ...). Seeing the list did not stop
 small models from repeating themselves, so two structural checks back it: under the delta grammar
 the lines that earlier edits of the parent changed (`avoid_tried_lines` times; an edit that broke the
-build counts `broken_line_load` times) are closed as SEARCH anchors (agent.delta_grammar.open_windows),
-and an answer whose program was already tried is drawn again within the same proposal
-(`resample_repeats`; under the grammar with the repeated lines closed), cheap because the server
-caches the prompt.
+build counts `broken_line_load` times, a repeat `repeat_line_load` times) are closed as SEARCH anchors
+(agent.delta_grammar.open_windows), and an answer whose program was already tried is drawn again
+within the same proposal (`resample_repeats`; under the grammar with the repeated lines closed), cheap
+because the server caches the prompt. Under the grammar an answer that breaks the program is drawn
+again too, with the lines it broke closed (`resample_broken`), before a repair turn.
 
 Bad model output never raises: every failure is one typed EditFailure, stored on the Candidate
 and counted in `self.stats` (per attempt and per final outcome). The Candidate's meta keeps the
@@ -71,6 +72,12 @@ class LLMProposerConfig(BaseModel):
     broken_line_load: int = Field(6, ge=0, description="constrained delta: an edit that failed to parse or build "
                                                       "loads its lines this much toward avoid_tried_lines (a tried "
                                                       "edit: 1), so lines whose edits build stay open longer")
+    repeat_line_load: int = Field(3, ge=0, description="constrained delta: an answer that repeated a known program "
+                                                      "loads its lines this much (one closes them; they reopen "
+                                                      "before lines whose edits broke the build)")
+    resample_broken: int = Field(1, ge=0, description="constrained delta: an answer that fails to parse or build is "
+                                                      "first drawn again, new seed, with the lines it broke closed, "
+                                                      "up to this many times, before any repair turn")
     keep_windows: int = Field(4, ge=1, description="windows that stay open however often their lines were tried "
                                                    "(the least tried)")
     reject_repeats: bool = Field(True, description="an answer giving a program already known (the parent, a tried "
@@ -90,9 +97,11 @@ OPERATOR_HINTS = [
 ]
 
 
-# Final outcomes of an edit that wasted its lines (weighed by broken_line_load): it broke the program, or
-# the model had no new idea there (a repeat); timeouts and backend errors say nothing about the lines.
-WASTED = frozenset({"syntax_error", "build_failed", "duplicate"})
+# Final outcomes of an edit that wasted its lines: it broke the program (weighed by broken_line_load) or
+# the model had no new idea there (a repeat, repeat_line_load); timeouts and backend errors say nothing
+# about the lines.
+BROKEN = frozenset({"syntax_error", "build_failed"})
+REPEATED = frozenset({"duplicate"})
 
 
 def empty_stats() -> dict[str, Any]:
@@ -262,22 +271,25 @@ class LLMProposer(Proposer):
         own = [source for source, _ in self._own.get(program_key(parent), [])]
         return own + [r.source for r in ctx.history if r.source and r.parent_id == ctx.incumbent.id]
 
-    def tried_edits(self, ctx: ProposalContext) -> tuple[list[str], list[str]]:
+    def tried_edits(self, ctx: ProposalContext) -> tuple[list[str], list[str], list[str]]:
         """What was tried on the parent, split by what it says about the lines it touched: (edits that
-        worked, edits that were wasted). Wasted: this proposer's answers that broke the build or only
-        repeated a known program (every such answer counts, so a line the model keeps repeating
-        itself on fills up), and the history's children of the parent that failed to build or in the
-        sandbox. The history's children that are this proposer's own answers are not counted twice."""
+        worked, edits that only repeated a known program, edits that broke the program). Every answer
+        of this proposer counts (so a line the model keeps repeating itself on fills up), and the
+        history's children of the parent: failed in the sandbox or to build counts as broken. The
+        history's children that are this proposer's own answers are not counted twice."""
         parent = ctx.incumbent.source
-        worked, wasted, own = [], [], set()
+        worked, repeated, broken, own = [], [], [], set()
         for source, outcome in self._own.get(program_key(parent), []):
             own.add(program_key(source))
-            (wasted if outcome in WASTED else worked).append(source)
+            (broken if outcome in BROKEN else repeated if outcome in REPEATED else worked).append(source)
         for r in ctx.history:
             if r.source and r.parent_id == ctx.incumbent.id and program_key(r.source) not in own:
-                failed = r.status == "failed" or (r.status == "proposal_failed" and r.reason in WASTED)
-                (wasted if failed else worked).append(r.source)
-        return worked, wasted
+                reason = r.reason if r.status == "proposal_failed" else None
+                if r.status == "failed" or reason in BROKEN:
+                    broken.append(r.source)
+                else:
+                    (repeated if reason in REPEATED else worked).append(r.source)
+        return worked, repeated, broken
 
     def known_keys(self, ctx: ProposalContext) -> set[str]:
         """Identities of every program a new answer must not reproduce: the parent, what was tried
@@ -290,8 +302,8 @@ class LLMProposer(Proposer):
         cfg = self.config
         parent = ctx.incumbent.source
         prompt, seed = plan["prompt"], plan["seed"]
-        worked, wasted = self.tried_edits(ctx)
-        grammar, windows = self._grammar(parent, worked, wasted)
+        worked, repeated, broken = self.tried_edits(ctx)
+        grammar, windows = self._grammar(parent, worked, repeated, broken)
         plan = {**plan, "windows": windows, "constrained": grammar is not None}
         update: dict[str, Any] = {"grammar": grammar}
         if plan["temperature"] is not None:
@@ -303,6 +315,7 @@ class LLMProposer(Proposer):
         raw: list[str] = []
         failure, detail, source, build_reason = None, "", parent, None
         turn, redraws = 0, 0            # repair turns taken; re-draws of repeated answers in this turn
+        broken_redraws = 0              # re-draws of answers that broke the program (before any repair)
         while True:
             k = len(attempts)
             heat = redraws * cfg.resample_heat
@@ -342,12 +355,24 @@ class LLMProposer(Proposer):
                     redraws += 1
                     self._own.setdefault(program_key(parent), []).append((source, EditFailure.duplicate.value))
                     if grammar is not None:            # ... anchored away from the lines it just repeated
-                        wasted = wasted + [source]
-                        grammar, redraw_windows = self._grammar(parent, worked, wasted)
+                        repeated = repeated + [source]
+                        grammar, redraw_windows = self._grammar(parent, worked, repeated, broken)
                         base_sampling = base_sampling.model_copy(update={"grammar": grammar})
                         attempts[-1]["windows_after"] = redraw_windows
                     continue
                 break                                  # not a mistake to repair: the model has no other idea here
+            if (grammar is not None and turn == 0 and failure.value in BROKEN and source != parent
+                    and broken_redraws < cfg.resample_broken):
+                # A fresh sample anchored away from the lines this one broke: measured on the 1.5B, a repair
+                # turn fixed 1 of 21 broken answers, a fresh draw on other lines builds about a third of the time.
+                broken_redraws += 1
+                self._own.setdefault(program_key(parent), []).append((source, failure.value))
+                broken = broken + [source]
+                grammar, redraw_windows = self._grammar(parent, worked, repeated, broken)
+                base_sampling = base_sampling.model_copy(update={"grammar": grammar})
+                attempts[-1]["windows_after"] = redraw_windows
+                if grammar is not None:
+                    continue
             if turn >= cfg.repair_retries:
                 break
             turn, redraws = turn + 1, 0
@@ -360,14 +385,16 @@ class LLMProposer(Proposer):
             self._own.setdefault(program_key(parent), []).append((source, outcome))
         return self._candidate(ctx, plan, raw, attempts, failure, detail, source, build_reason)
 
-    def _grammar(self, parent: str, tried: list[str] = (), broken: list[str] = ()) -> tuple[str | None, dict[str, int] | None]:
+    def _grammar(self, parent: str, tried: list[str] = (), repeated: list[str] = (),
+                 broken: list[str] = ()) -> tuple[str | None, dict[str, int] | None]:
         """The delta grammar for `parent` (None: unconstrained) and how many SEARCH windows it leaves
         open of how many, after closing the lines already tried (open_windows)."""
         if self.config.mode != "delta" or not self.config.constrained or not self.generator.accepts_grammar:
             return None, None
         cfg = self.config
         windows = open_windows(parent, tried, avoid_after=cfg.avoid_tried_lines, keep=cfg.keep_windows,
-                               broken=broken, broken_weight=cfg.broken_line_load)
+                               broken=broken, broken_weight=cfg.broken_line_load,
+                               repeated=repeated, repeated_weight=cfg.repeat_line_load)
         key = (parent, tuple(windows))
         if self._grammar_for[0] != key:
             try:
