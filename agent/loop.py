@@ -174,6 +174,8 @@ class SearchLoop:
             self.executor.close()
             self.executor = None
         self.evaluator.close()  # no warm sandbox outlives the run
+        for _, proposer in self.proposers:
+            proposer.close()    # ... and no model server
         try:
             if self.lock.held:
                 run_state.mark_closed(self.store)

@@ -460,3 +460,35 @@ def test_a_broken_answer_is_redrawn_away_from_the_lines_it_broke_before_a_repair
     (only,) = LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=3, repair_retries=1,
                                                    resample_broken=0), generator=gen).propose(context(), 1)
     assert [a["turn"] for a in only.meta["attempts"]] == [0, 1]
+
+
+def test_close_stops_the_generator_it_made_and_keeps_its_adapter(monkeypatch):
+    """A benchmark running 6 searches in one process held 6 llama.cpp servers of the 1.5B (~2 GB
+    each): nothing stopped the generator an LLM proposer made. close() (called at a run's end) stops
+    it, remembers what it served (an adapter loaded since), and leaves a generator passed in alone."""
+    import agent.proposers.llm as llm_module
+    from agent.generators.base import GeneratorConfig
+    closed = []
+
+    class Served:
+        def __init__(self, config):
+            self.config = config
+
+        def load_adapter(self, path, *, version):
+            self.config = self.config.model_copy(update={"adapter": str(path), "adapter_version": version})
+
+        def close(self):
+            closed.append(self)
+
+    monkeypatch.setattr(llm_module, "make_generator", lambda config: Served(config))
+    p = LLMProposer(config=LLMProposerConfig(generator=GeneratorConfig(backend="llama_cpp")))
+    made = p.generator
+    p.use_adapter("/adapters/v1")
+    p.close()
+    assert closed == [made]
+    again = p.generator                                   # a later proposal starts what was served
+    assert again is not made and again.config.adapter == "/adapters/v1" and again.config.adapter_version == 1
+    given = Served(GeneratorConfig())
+    q = LLMProposer(generator=given)
+    q.close()
+    assert closed == [made] and q.generator is given

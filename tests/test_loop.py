@@ -44,7 +44,12 @@ def _config(task: str, cycles: int = 2) -> RunConfig:
 def test_search_runs_and_everything_is_stored(tmp_path, fast_task, capsys, cache_dir, monkeypatch):
     monkeypatch.setenv("ENSNAS_CACHE", str(cache_dir))
     run_dir = tmp_path / "run"
-    report = SearchLoop(run_dir=run_dir, config=_config(fast_task), progress=False).run()
+    loop = SearchLoop(run_dir=run_dir, config=_config(fast_task), progress=False)
+    closed = []     # the run's end releases what proposers hold (an LLM proposer's model server)
+    for _, proposer in loop.proposers:
+        monkeypatch.setattr(proposer, "close", lambda p=proposer: closed.append(p.name))
+    report = loop.run()
+    assert sorted(closed) == ["evolution", "random"]
     store = RunStore(run_dir)
     rows = store.candidates()
     assert rows[0].proposer == "seed" and rows[0].status == "seed"

@@ -87,6 +87,9 @@ class Proposer(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
+    def close(self) -> None:
+        """Release what the proposer started (a model server); the loop calls it when a run ends."""
+
 
 # name -> module that registers it, imported on first use so heavy proposers cost nothing until chosen
 LAZY_PROPOSERS: dict[str, str] = {

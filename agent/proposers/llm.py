@@ -163,6 +163,7 @@ class LLMProposer(Proposer):
                 raise ConfigError(f"bad llm proposer config: {exc}") from exc
         self.config = config or LLMProposerConfig()
         self._generator = generator          # built on first use, so the loop can bind() its config first
+        self._owns_generator = False         # close() stops only a generator made here
         self.evaluator = evaluator
         self.renderer = PromptRenderer(prompts_dir=self.config.prompts_dir)
         self.stats = empty_stats()
@@ -175,7 +176,17 @@ class LLMProposer(Proposer):
     def generator(self) -> Generator:
         if self._generator is None:
             self._generator = make_generator(self.config.generator)
+            self._owns_generator = True
         return self._generator
+
+    def close(self) -> None:
+        """Stop the generator this proposer made (its llama.cpp server holds ~2 GB for the 1.5B; runs in
+        one process, e.g. a benchmark's, left one server each). A generator passed in is the caller's."""
+        if self._generator is not None and self._owns_generator:
+            # keep what it serves now (an adapter loaded since), so a later proposal starts the same one
+            self.config = self.config.model_copy(update={"generator": self._generator.config})
+            self._generator.close()
+            self._generator = None
 
     def bind(self, resources: Any) -> None:
         """Take the loop's evaluator (for build checks), generator config and newest adapter."""
