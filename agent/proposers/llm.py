@@ -18,7 +18,8 @@ build counts `broken_line_load` times, a repeat `repeat_line_load` times) are cl
 (agent.delta_grammar.open_windows), and an answer whose program was already tried is drawn again
 within the same proposal (`resample_repeats`; under the grammar with the repeated lines closed), cheap
 because the server caches the prompt. Under the grammar an answer that breaks the program is drawn
-again too, with the lines it broke closed (`resample_broken`), before a repair turn.
+again too, with the lines it broke closed (`resample_broken`), before a repair turn, and one that
+leaves the parent unchanged counts as a repeat of the parent.
 
 Bad model output never raises: every failure is one typed EditFailure, stored on the Candidate
 and counted in `self.stats` (per attempt and per final outcome). The Candidate's meta keeps the
@@ -35,7 +36,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.delta import EditFailure, apply_output, unified_diff
+from agent.delta import EditFailure, apply_output, parse_blocks, unified_diff
 from agent.delta_grammar import delta_grammar, open_windows, unique_windows
 from agent.generators.base import Generation, Generator, GeneratorConfig, GeneratorError, GeneratorTimeout, make_generator
 from agent.novelty import exact_jaccard
@@ -83,8 +84,9 @@ class LLMProposerConfig(BaseModel):
     reject_repeats: bool = Field(True, description="an answer giving a program already known (the parent, a tried "
                                                    "edit, the history, same program_key) fails as `duplicate` "
                                                    "(False: it is passed on and only not counted as distinct)")
-    resample_repeats: int = Field(2, ge=0, description="a repeated answer is first drawn again, new seed and hotter, "
-                                                       "up to this many times")
+    resample_repeats: int = Field(2, ge=0, description="a repeated answer (under the grammar also one that leaves "
+                                                       "the parent unchanged) is first drawn again, new seed and "
+                                                       "hotter, up to this many times")
     resample_heat: float = Field(0.3, ge=0, description="temperature added per re-draw of a repeated answer")
 
 
@@ -101,7 +103,24 @@ OPERATOR_HINTS = [
 # the model had no new idea there (a repeat, repeat_line_load); timeouts and backend errors say nothing
 # about the lines.
 BROKEN = frozenset({"syntax_error", "build_failed"})
-REPEATED = frozenset({"duplicate"})
+REPEATED = frozenset({"duplicate", "no_change"})      # no_change: the answer repeated the parent itself
+
+
+def lines_of_noop(parent: str, answer: str) -> str | None:
+    """The parent with the lines that a no-op answer's SEARCH parts name marked (a comment appended),
+    so open_windows can count them like a repeat's: a no-op leaves no changed lines of its own. None
+    when the answer names none (not parseable, or its SEARCH text is not in the parent)."""
+    try:
+        blocks = parse_blocks(answer)
+    except Exception:       # a no-op answer parsed once already; anything else names no lines
+        return None
+    marked = parent
+    for block in blocks:
+        if block.search and block.search in marked:
+            lines = block.search.splitlines(keepends=True)
+            tagged = "".join(ln.rstrip("\n") + "  # unchanged" + ("\n" if ln.endswith("\n") else "") for ln in lines)
+            marked = marked.replace(block.search, tagged, 1)
+    return marked if marked != parent else None
 
 
 def empty_stats() -> dict[str, Any]:
@@ -267,7 +286,8 @@ class LLMProposer(Proposer):
                     out.append({"label": label, "diff": diff})
 
         for source, outcome in reversed(self._own.get(program_key(parent), [])):
-            add(source, f"an earlier answer ({outcome})")
+            if outcome != EditFailure.no_change.value:     # its source is the parent with lines marked
+                add(source, f"an earlier answer ({outcome})")
         others = [r for r in ctx.history if r.source and r.id not in skip and r.id != ctx.incumbent.id]
         for r in others:
             if r.parent_id == ctx.incumbent.id:
@@ -361,12 +381,17 @@ class LLMProposer(Proposer):
                              "finish_reason": gen.finish_reason, "matched": result.fuzzy})
             if failure is None:
                 break
-            if failure is EditFailure.duplicate:
+            noop = lines_of_noop(parent, gen.text) if failure is EditFailure.no_change and grammar is not None else None
+            if noop is not None:                       # under the grammar a no-op repeats the parent: same as a repeat
+                self._own.setdefault(program_key(parent), []).append((noop, EditFailure.no_change.value))
+            if failure is EditFailure.duplicate or noop is not None:
                 if redraws < cfg.resample_repeats:     # the same conversation again, another sample
                     redraws += 1
-                    self._own.setdefault(program_key(parent), []).append((source, EditFailure.duplicate.value))
+                    seen = source if noop is None else noop
+                    if noop is None:
+                        self._own.setdefault(program_key(parent), []).append((source, EditFailure.duplicate.value))
                     if grammar is not None:            # ... anchored away from the lines it just repeated
-                        repeated = repeated + [source]
+                        repeated = repeated + [seen]
                         grammar, redraw_windows = self._grammar(parent, worked, repeated, broken)
                         base_sampling = base_sampling.model_copy(update={"grammar": grammar})
                         attempts[-1]["windows_after"] = redraw_windows
