@@ -374,6 +374,11 @@ def test_lines_tried_on_the_parent_are_closed_as_anchors():
     assert len(set(gen.grammars)) == 1                                        # off: the same grammar each time
 
 
+def offers(gen, k: int, text: str) -> bool:
+    """Whether the k-th grammar the scripted generator received offers a SEARCH window containing text."""
+    return any(text in ln for ln in gen.grammars[k].splitlines() if ln.startswith("b"))
+
+
 def test_lines_whose_edits_broke_the_build_close_first():
     """The 1.5B's distinct-edit defect's class: once the lines it edits well (width, depth) were
     tried, closing tried lines pushed it onto the shape bookkeeping, where half its answers broke the
@@ -394,13 +399,9 @@ def test_lines_whose_edits_broke_the_build_close_first():
     assert [c.failure for c in cands] == [None, "syntax_error", None]
     worked, repeated, broken = p.tried_edits(ctx)
     assert len(worked) == 2 and len(broken) == 2 and not repeated
-    offered = [g.splitlines() for g in gen.grammars]
-
-    def offers(k, text):
-        return any(text in ln for ln in offered[k] if ln.startswith("b"))
-    assert not offers(0, "width = in_features")                               # the failed child, before any answer
-    assert offers(0, "in_features *= size") and not offers(2, "in_features *= size")   # broken once: closed
-    assert offers(2, "HIDDEN = 128")                                          # tried once, it built: still open
+    assert not offers(gen, 0, "width = in_features")                               # the failed child, before any answer
+    assert offers(gen, 0, "in_features *= size") and not offers(gen, 2, "in_features *= size")   # broken once: closed
+    assert offers(gen, 2, "HIDDEN = 128")                                          # tried once, it built: still open
     # the same three answers with failures weighing as much as a working edit: nothing is closed yet
     gen = GrammarScripted(answers)
     LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=3, broken_line_load=1,
@@ -423,11 +424,8 @@ def test_a_repeat_is_redrawn_away_from_the_lines_it_repeated():
     first, second, third = p.propose(ctx, 3)
     assert first.failure is None and second.failure is None and "DEPTH = 3" in second.source
     assert [a["failure"] for a in second.meta["attempts"]] == ["duplicate", None]
-
-    def offers(k, text):
-        return any(text in ln for ln in gen.grammars[k].splitlines() if ln.startswith("b"))
-    assert offers(1, "HIDDEN = 128") and not offers(2, "HIDDEN = 128")     # the re-draw: closed
-    assert not offers(3, "HIDDEN = 128") and offers(3, "DROPOUT = 0.1")     # and for the next proposal
+    assert offers(gen, 1, "HIDDEN = 128") and not offers(gen, 2, "HIDDEN = 128")     # the re-draw: closed
+    assert not offers(gen, 3, "HIDDEN = 128") and offers(gen, 3, "DROPOUT = 0.1")     # and for the next proposal
     assert second.meta["attempts"][0]["windows_after"]["open"] < second.meta["windows"]["open"]
     assert len(p.tried_edits(ctx)[1]) == 1                                  # the repeat, counted as such
 
@@ -447,11 +445,8 @@ def test_a_broken_answer_is_redrawn_away_from_the_lines_it_broke_before_a_repair
     assert first.failure is None and "DEPTH = 3" in first.source
     assert [a["failure"] for a in first.meta["attempts"]] == ["syntax_error", None]
     assert all(a["turn"] == 0 for a in first.meta["attempts"])                  # a draw, not a repair turn
-
-    def offers(k, text):
-        return any(text in ln for ln in gen.grammars[k].splitlines() if ln.startswith("b"))
-    assert offers(0, "in_features *= size") and not offers(1, "in_features *= size")
-    assert not offers(2, "in_features *= size")                               # still closed for the next proposal
+    assert offers(gen, 0, "in_features *= size") and not offers(gen, 1, "in_features *= size")
+    assert not offers(gen, 2, "in_features *= size")                               # still closed for the next proposal
     assert first.meta["attempts"][0]["windows_after"]["open"] < first.meta["windows"]["open"]
     worked, repeated, broken = p.tried_edits(context())
     assert len(broken) == 1 and not repeated
@@ -507,9 +502,6 @@ def test_a_no_op_answer_under_the_grammar_is_redrawn_away_from_its_lines():
     first, second = p.propose(context(), 2)
     assert first.failure is None and "DEPTH = 3" in first.source
     assert [(a["failure"], a["turn"]) for a in first.meta["attempts"]] == [("no_change", 0), (None, 0)]
-
-    def offers(k, text):
-        return any(text in ln for ln in gen.grammars[k].splitlines() if ln.startswith("b"))
-    assert offers(0, "HIDDEN = 128") and not offers(1, "HIDDEN = 128") and not offers(2, "HIDDEN = 128")
+    assert offers(gen, 0, "HIDDEN = 128") and not offers(gen, 1, "HIDDEN = 128") and not offers(gen, 2, "HIDDEN = 128")
     assert len(p.tried_edits(context())[1]) == 1                              # counted as a repeat
     assert all("unchanged" not in t["diff"] for t in p.tried(context()))    # the prompt never shows the marks
