@@ -19,6 +19,7 @@ import io
 import tokenize
 
 from agent.delta import indentation, parser_reads_specially
+from evaluator.parse_lock import parse_python
 
 
 def _literal(text: str) -> str:
@@ -61,7 +62,7 @@ def _inert_lines(parent: str) -> set[int]:
     (27 of 30 constrained answers of Qwen2.5-Coder-0.5B were that no-op)."""
     import ast
     try:
-        tree = ast.parse(parent)
+        tree = parse_python(parent)
     except SyntaxError:
         return set()
     inert: set[int] = set()

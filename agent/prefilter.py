@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from agent.config import NoveltyConfig, PrefilterConfig
 from agent.novelty import NoveltyFilter
 from evaluator.failures import FailureReason
+from evaluator.parse_lock import parse_python
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Prefilter:
             return PrefilterVerdict(False, FailureReason.too_large,
                                     f"{size} bytes / {lines} lines > caps {self.config.max_bytes} / {self.config.max_lines}")
         try:
-            tree = ast.parse(source)
+            tree = parse_python(source)
         except (SyntaxError, ValueError) as exc:
             return PrefilterVerdict(False, FailureReason.syntax_error, f"{exc.__class__.__name__}: {exc}")
         if not any(isinstance(n, (ast.FunctionDef, ast.Assign)) and _defines_build_model(n) for n in tree.body):

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from evaluator.failures import EnsnasError
+from evaluator.parse_lock import load_npz
 
 FORMAT = "ensnas-run"
 SCHEMA_VERSION = 1
@@ -419,10 +420,10 @@ class RunStore:
         hold the instances of one evaluation, seeds 0..K−1)."""
         path = self.artifacts / f"{cand_id}.npz"
         try:
-            with np.load(path) as z:
-                val, test = z["val"].astype(np.float64), z["test"].astype(np.float64)
-                seeds = z["seeds"] if "seeds" in z.files else np.arange(len(val))
-                origin = z["origin"] if "origin" in z.files else np.full(len(val), -1)
+            z = load_npz(path)
+            val, test = z["val"].astype(np.float64), z["test"].astype(np.float64)
+            seeds = z["seeds"] if "seeds" in z else np.arange(len(val))
+            origin = z["origin"] if "origin" in z else np.full(len(val), -1)
         except (OSError, KeyError, ValueError) as exc:
             raise RunDirError(f"predictions of candidate {cand_id} are missing or corrupt ({path}): {exc}") from exc
         return StoredInstances(tuple(int(s) for s in seeds), val, test, tuple(int(o) for o in origin))

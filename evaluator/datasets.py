@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from evaluator.failures import ConfigError
+from evaluator.parse_lock import load_npz
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -133,8 +134,8 @@ def load_mnist1d(path: str | None, *, split_seed: int, val_fraction: float) -> S
 
 def _load_xy_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with np.load(path) as z:
-            return np.asarray(z["x"], np.float32), np.asarray(z["y"], np.int64)
+        z = load_npz(path)
+        return np.asarray(z["x"], np.float32), np.asarray(z["y"], np.int64)
     except (OSError, KeyError, ValueError) as exc:
         raise ConfigError(f"cannot read {path} as an .npz with arrays x and y: {exc}") from exc
 

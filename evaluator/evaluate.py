@@ -20,6 +20,7 @@ import numpy as np
 
 from evaluator.failures import EvaluationFailed, FailureReason
 from evaluator.latency import valid_latency
+from evaluator.parse_lock import load_npz
 from evaluator.statistics import EnsembleStatistics, compute_statistics, validate_probabilities
 from evaluator.task_data import TaskData, TaskInputs, materialize
 from evaluator.tasks import TaskConfig
@@ -175,8 +176,8 @@ class SandboxRunner:
         try:
             if path.stat().st_size > MAX_PREDICTIONS_BYTES:
                 raise EvaluationFailed(FailureReason.output_too_large, "predictions file above 1 GiB")
-            with np.load(path, allow_pickle=False) as z:
-                return np.asarray(z["val"]), np.asarray(z["test"])
+            z = load_npz(path)
+            return np.asarray(z["val"]), np.asarray(z["test"])
         except EvaluationFailed:
             raise
         except (OSError, KeyError, ValueError, EOFError) as exc:

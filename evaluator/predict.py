@@ -25,6 +25,7 @@ import numpy as np
 from evaluator import preprocessing
 from evaluator.evaluate import read_verdict
 from evaluator.failures import ConfigError, EvaluationFailed, FailureReason
+from evaluator.parse_lock import load_npy
 from evaluator.statistics import validate_probabilities
 from evaluator.worker import PROGRAM_NAME
 from sandbox.base import Limits, Sandbox, SandboxJob
@@ -120,7 +121,7 @@ def _load_probabilities(path: Path) -> np.ndarray:
     try:
         if os.path.getsize(path) > MAX_PROBABILITIES_BYTES:
             raise EvaluationFailed(FailureReason.output_too_large, "probabilities above 1 GiB")
-        return np.load(path, allow_pickle=False)
+        return load_npy(path, allow_pickle=False)
     except EvaluationFailed:
         raise
     except (OSError, ValueError, EOFError) as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluator.datasets import load_splits
+from evaluator.parse_lock import load_npy, load_npz
 from evaluator.tasks import TaskConfig
 
 
@@ -40,7 +41,7 @@ class TaskInputs:
     @property
     def n_predicted(self) -> int:
         """Rows the worker predicts (validation + test), read from the .npy headers: no labels needed."""
-        return sum(int(np.load(self.inputs_dir / name, mmap_mode="r").shape[0]) for name in ("x_val.npy", "x_test.npy"))
+        return sum(int(load_npy(self.inputs_dir / name, mmap_mode="r").shape[0]) for name in ("x_val.npy", "x_test.npy"))
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,8 @@ def materialize(task: TaskConfig, cache_dir: Path | None = None) -> TaskData:
             import shutil
             shutil.rmtree(tmp, ignore_errors=True)
     meta = json.loads(meta_path.read_text())
-    with np.load(root / "labels.npz") as z:
-        y_val, y_test = z["y_val"], z["y_test"]
+    labels = load_npz(root / "labels.npz")
+    y_val, y_test = labels["y_val"], labels["y_test"]
     return TaskData(inputs_dir=root / "inputs", y_val=y_val, y_test=y_test,
                     input_shape=tuple(meta["input_shape"]), num_classes=int(meta["num_classes"]),
                     n_train=int(meta["n_train"]), preprocessing=meta.get("preprocessing"))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 
 from evaluator.failures import ConfigError
+from evaluator.parse_lock import load_npy
 
 
 def add_parser(sub) -> None:
@@ -52,7 +53,7 @@ def read_inputs(path: Path, *, table_ok: bool):
             import pandas as pd
             return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(
                 path, sep="\t" if path.suffix == ".tsv" else ",")
-        return np.load(path, allow_pickle=False)
+        return load_npy(path, allow_pickle=False)
     except (OSError, ValueError, ImportError) as exc:
         kinds = ".npy array or a .csv/.tsv/.parquet table" if table_ok else ".npy array (tables need --raw)"
         raise ConfigError(f"cannot read inputs {path} as a {kinds}: {exc}") from exc

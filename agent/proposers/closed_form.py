@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agent.proposers.base import Candidate, ProposalContext, Proposer, register_proposer
 from evaluator.failures import EnsnasError
+from evaluator.parse_lock import parse_python
 from theory.errors import TheoryInputError
 from theory.feature_bagging_fit import MODELS, FeatureBaggingFit, fit_feature_bagging
 
@@ -59,7 +60,7 @@ def set_feature_fraction(source: str, fraction: float) -> str:
     """`source` with its module-level FEATURE_FRACTION set to `fraction` (assignment replaced in
     place, or added after the last top-level import). ClosedFormError if the source is not Python."""
     try:
-        tree = ast.parse(source)
+        tree = parse_python(source)
     except SyntaxError as exc:
         raise ClosedFormError(f"cannot set FEATURE_FRACTION: the program does not parse ({exc.msg})") from exc
     line = f"FEATURE_FRACTION = {fraction:.4f}"
@@ -142,7 +143,7 @@ def closed_form_strategy(*, evaluator, source: str, members: int, config: Closed
 
 def _current_fraction(source: str) -> float | None:
     try:
-        tree = ast.parse(source)
+        tree = parse_python(source)
     except SyntaxError:
         return None
     for node in tree.body:

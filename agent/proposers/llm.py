@@ -44,6 +44,7 @@ from agent.population.engine import member_of
 from agent.population.selection import difference
 from agent.proposers.base import Candidate, ProgramRecord, ProposalContext, Proposer, register_proposer
 from evaluator.failures import ConfigError
+from evaluator.parse_lock import parse_python
 from prompts import PromptRenderer
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def program_key(source: str) -> str:
     """A program's identity up to formatting and comments (ast.unparse); two edits that give the
     same key are the same idea written twice."""
     try:
-        text = ast.unparse(ast.parse(source))
+        text = ast.unparse(parse_python(source))
     except (SyntaxError, ValueError, RecursionError):
         text = "\n".join(line.rstrip() for line in source.strip().splitlines())
     return hashlib.sha256(text.encode()).hexdigest()[:16]

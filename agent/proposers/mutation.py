@@ -6,7 +6,6 @@ comments survive and the stored diff shows exactly what changed.
 """
 from __future__ import annotations
 
-import ast
 import difflib
 import io
 import tokenize
@@ -14,6 +13,7 @@ import tokenize
 import numpy as np
 
 from agent.proposers.base import Candidate, ProgramRecord, ProposalContext, Proposer, register_proposer
+from evaluator.parse_lock import parse_python
 from evaluator.statistics import predicted_from_dict
 
 ACTIVATIONS = ["ReLU", "GELU", "Tanh", "SiLU", "ELU", "LeakyReLU", "Sigmoid", "Mish"]
@@ -181,7 +181,7 @@ class Crossover(Proposer):
 
 def _parses(source: str) -> bool:
     try:
-        ast.parse(source)
+        parse_python(source)
     except (SyntaxError, ValueError):
         return False
     return True

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.proposers.darts.config import SearchData
+from evaluator.parse_lock import load_npy
 from evaluator.task_data import TaskData, materialize
 from evaluator.tasks import TaskConfig
 
@@ -37,15 +38,15 @@ class SearchArrays:
 
 def load_task(task: TaskConfig, cache_dir: Path | None = None) -> TaskArrays:
     data: TaskData = materialize(task, cache_dir)
-    return TaskArrays(x_train=np.load(data.inputs_dir / "x_train.npy"), y_train=np.load(data.inputs_dir / "y_train.npy"),
-                      x_val=np.load(data.inputs_dir / "x_val.npy"), y_val=data.y_val,
+    return TaskArrays(x_train=load_npy(data.inputs_dir / "x_train.npy"), y_train=load_npy(data.inputs_dir / "y_train.npy"),
+                      x_val=load_npy(data.inputs_dir / "x_val.npy"), y_val=data.y_val,
                       input_shape=data.input_shape, num_classes=data.num_classes)
 
 
 def load_test(task: TaskConfig, cache_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Test inputs and labels, for reporting after the search only."""
     data = materialize(task, cache_dir)
-    return np.load(data.inputs_dir / "x_test.npy"), data.y_test
+    return load_npy(data.inputs_dir / "x_test.npy"), data.y_test
 
 
 def subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:

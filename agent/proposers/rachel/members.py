@@ -18,6 +18,7 @@ import torch
 from agent.proposers.rachel.mixture import MixtureConfig, fit_mixture, log_probs
 from agent.proposers.rachel.subnetworks import SubnetSpec, build_subnetwork, modality_for
 from evaluator.failures import ConfigError, EvaluationFailed
+from evaluator.parse_lock import load_npy
 from evaluator.registry import Registry
 from evaluator.task_data import materialize
 from evaluator.tasks import TaskConfig
@@ -56,14 +57,14 @@ def load_search_data(task: TaskConfig, *, cache_dir: Path | None = None, train_s
                      val_subset: int | None = None, with_test: bool = True) -> SearchData:
     """A task's materialised splits (evaluator.task_data), optionally cut to the first N examples."""
     data = materialize(task, cache_dir)
-    x_train = np.load(data.inputs_dir / "x_train.npy", mmap_mode="r")
+    x_train = load_npy(data.inputs_dir / "x_train.npy", mmap_mode="r")
     n_train = train_subset or task.budget.train_subset or len(x_train)
-    x_val = np.load(data.inputs_dir / "x_val.npy")
+    x_val = load_npy(data.inputs_dir / "x_val.npy")
     n_val = val_subset or len(x_val)
     return SearchData(x_train=np.array(x_train[:n_train], dtype=np.float32),
-                      y_train=np.load(data.inputs_dir / "y_train.npy")[:n_train],
+                      y_train=load_npy(data.inputs_dir / "y_train.npy")[:n_train],
                       x_val=x_val[:n_val], y_val=data.y_val[:n_val],
-                      x_test=np.load(data.inputs_dir / "x_test.npy") if with_test else None,
+                      x_test=load_npy(data.inputs_dir / "x_test.npy") if with_test else None,
                       num_classes=data.num_classes)
 
 
