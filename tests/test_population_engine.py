@@ -194,3 +194,18 @@ def test_a_behavioural_twin_is_rejected_and_never_enters(run_factory):
     assert rows[twin].decision["reward"] == 0 and "behaves exactly as" in rows[twin].decision["reason"]
     assert "twin" not in rows[near].decision
     assert twin not in {a["candidate_id"] for a in run.store.archive()}
+
+
+def test_a_proven_program_stays_deployed_after_a_cheaper_tie_drops_it_from_the_front(run_factory):
+    """Seen in a default run: #3 passed the gate and became the incumbent; #7, a tie on error within
+    the bound but cheaper, dominated it off the front; the incumbent went back to the seed. A program
+    proven better stays the deployed one until another is proven better."""
+    run = run_factory(PopulationConfig(enabled=True, islands=1, migrate_every=0, capacity=4))
+    better = run.add(1, quality=3.5, params=1000, latency=1.0, parent=run.seed_id)
+    assert run.pop.decide(1, run.judge)["incumbent"] == better
+    cheaper_tie = run.add(2, quality=3.5, params=100, latency=1.0, parent=better)
+    summary = run.pop.decide(2, run.judge)
+    row = run.store.candidate(cheaper_tie)
+    assert row.status == "accepted" and row.decision["removed"] == [better]     # off the front
+    assert not row.decision["gate_accept"]                                       # not proven better than #better
+    assert summary["incumbent"] == better == run.store.get_state("incumbent")

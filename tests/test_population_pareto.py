@@ -145,13 +145,14 @@ def test_hypervolume_ignores_dominated_points_and_grows_with_new_nondominated_on
 
 def test_the_incumbent_is_proven_or_the_seed():
     """A member that entered on parameters alone (error undecided) never becomes the incumbent, even
-    with the lowest point error; a gate-proven member does; the seed is the incumbent when it left
-    every archive and nothing is proven."""
+    with the lowest point error; a gate-proven candidate does, also after a front dropped it; the
+    seed is the incumbent when nothing is proven better."""
     seed = Member(id=1, error=0.050, params=1000)
-    small = Member(id=2, error=0.049, params=100)       # lower point error, entered on params only
     proven = Member(id=3, error=0.045, params=900)
-    assert proven_best([[small]], seed, proven=set()).id == 1
-    assert proven_best([[small], [seed]], seed, proven={1}).id == 1
-    assert proven_best([[small, proven], []], seed, proven={3}).id == 3
+    assert proven_best([], seed).id == 1                  # e.g. only #2 (0.049, entered on params) exists
+    assert proven_best([seed], seed).id == 1
+    assert proven_best([proven], seed).id == 3
+    later = Member(id=5, error=0.040, params=900)         # passed the gate against #3
+    assert proven_best([proven, later], seed).id == 5
     worse_proven = Member(id=4, error=0.060, params=900)   # proven against an island best, still worse than the seed
-    assert proven_best([[worse_proven]], seed, proven={4}).id == 1
+    assert proven_best([worse_proven], seed).id == 1

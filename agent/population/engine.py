@@ -154,8 +154,9 @@ class Population:
                     migrations.append({"candidate": move.member.id, "from": move.source, "to": move.target,
                                        "entered": placement.entered})
             seed_id = self.store.get_state("seed_id")
-            proven = {r.id for r in self.store.candidates(status="accepted") if (r.decision or {}).get("gate_accept")}
-            best = proven_best(archives, self.member(seed_id), proven)
+            proven = [member_of(r, self.members, self.config.latency_batch)
+                      for r in self.store.candidates(status="accepted") if (r.decision or {}).get("gate_accept")]
+            best = proven_best(proven, self.member(seed_id))
             self.store.set_state("incumbent", best.id, db)
             entered = sum(r.status == "accepted" for r in self.store.candidates(cycle=cycle))
             summary = {"entered": entered, "migrations": migrations, "incumbent": best.id,

@@ -107,12 +107,15 @@ def error_best(members: Sequence[Member]) -> Member:
     return min(members, key=lambda m: (m.error, m.id))
 
 
-def proven_best(archives: Sequence[Sequence[Member]], seed: Member, proven: set[int]) -> Member:
-    """The program a run deploys: the error-best of the seed and the archive members that passed the
-    acceptance gate when they entered (`proven`). A member that entered only on parameters or
-    latency, its error undecided, never becomes the incumbent: the export improves provably or is
-    the seed (the mission's acceptance rule, applied to the population search)."""
-    pool = {m.id: m for a in archives for m in a if m.id in proven}
+def proven_best(proven: Sequence[Member], seed: Member) -> Member:
+    """The program a run deploys: the error-best of the seed and every candidate that passed the
+    acceptance gate when it entered (`proven`), whether or not it is still on a front. A member that
+    entered only on parameters or latency, its error undecided, never becomes the incumbent: the
+    export improves provably or is the seed (the mission's acceptance rule, applied to the population
+    search). A proven program stays deployable after a front drops it: the member that dominated it
+    may have tied on error within the bound and won on parameters, which proves nothing about error
+    (a default run went back from a proven #3 to the seed that way)."""
+    pool = {m.id: m for m in proven}
     pool[seed.id] = seed
     return error_best(list(pool.values()))
 
