@@ -430,19 +430,24 @@ def test_a_repeat_is_redrawn_away_from_the_lines_it_repeated():
     assert len(p.tried_edits(ctx)[1]) == 1                                  # the repeat, counted as such
 
 
+def redrawn_after(first_answers: list[str], **config):
+    """Two proposals from scripted answers: `first_answers`, then DEPTH = 3 and DROPOUT = 0.2; the
+    first proposal must end on DEPTH = 3 (drawn again after the first answers, not repaired)."""
+    gen = GrammarScripted(first_answers + [block("DEPTH = 2", "DEPTH = 3"), block("DROPOUT = 0.1", "DROPOUT = 0.2")])
+    p = LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=3, repair_retries=1, **config),
+                    generator=gen)
+    first, _ = p.propose(context(), 2)
+    assert first.failure is None and "DEPTH = 3" in first.source
+    return gen, p, first
+
+
 def test_a_broken_answer_is_redrawn_away_from_the_lines_it_broke_before_a_repair():
     """Measured with the 1.5B (n = 30): a repair turn fixed 1 of 21 answers that broke the build,
     while a fresh answer on other lines built about a third of the time. Under the grammar an answer
     that fails to parse or build is now drawn again first (`resample_broken`), with its lines
     closed; only then does the repair turn see the error."""
-    answers = [block("        in_features *= size", "        in_features *= (size"),     # syntax error
-               block("DEPTH = 2", "DEPTH = 3"),
-               block("HIDDEN = 128", "HIDDEN = 64")]
-    gen = GrammarScripted(answers)
-    p = LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=3, repair_retries=1,
-                                             resample_broken=1), generator=gen)
-    first, second = p.propose(context(), 2)
-    assert first.failure is None and "DEPTH = 3" in first.source
+    answers = [block("        in_features *= size", "        in_features *= (size")]     # syntax error
+    gen, p, first = redrawn_after(answers, resample_broken=1)
     assert [a["failure"] for a in first.meta["attempts"]] == ["syntax_error", None]
     assert all(a["turn"] == 0 for a in first.meta["attempts"])                  # a draw, not a repair turn
     assert offers(gen, 0, "in_features *= size") and not offers(gen, 1, "in_features *= size")
@@ -451,7 +456,7 @@ def test_a_broken_answer_is_redrawn_away_from_the_lines_it_broke_before_a_repair
     worked, repeated, broken = p.tried_edits(context())
     assert len(broken) == 1 and not repeated
     # off: the broken answer goes to the repair turn, as before
-    gen = GrammarScripted(answers)
+    gen = GrammarScripted(answers + [block("DEPTH = 2", "DEPTH = 3")])
     (only,) = LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=3, repair_retries=1,
                                                    resample_broken=0), generator=gen).propose(context(), 1)
     assert [a["turn"] for a in only.meta["attempts"]] == [0, 1]
@@ -494,13 +499,7 @@ def test_a_no_op_answer_under_the_grammar_is_redrawn_away_from_its_lines():
     constrained answers: a no-op is a repeat of the parent, but it changes no line, so nothing
     closed and the next draw (or proposal) anchored on the same lines. Its SEARCH lines now count
     as a repeat's: it is drawn again with them closed, and they stay loaded for later proposals."""
-    answers = [block("HIDDEN = 128", "HIDDEN = 128"), block("DEPTH = 2", "DEPTH = 3"),
-               block("DROPOUT = 0.1", "DROPOUT = 0.2")]
-    gen = GrammarScripted(answers)
-    p = LLMProposer(config=LLMProposerConfig(check_build=False, avoid_tried_lines=3, repair_retries=1,
-                                             resample_repeats=2), generator=gen)
-    first, second = p.propose(context(), 2)
-    assert first.failure is None and "DEPTH = 3" in first.source
+    gen, p, first = redrawn_after([block("HIDDEN = 128", "HIDDEN = 128")], resample_repeats=2)
     assert [(a["failure"], a["turn"]) for a in first.meta["attempts"]] == [("no_change", 0), (None, 0)]
     assert offers(gen, 0, "HIDDEN = 128") and not offers(gen, 1, "HIDDEN = 128") and not offers(gen, 2, "HIDDEN = 128")
     assert len(p.tried_edits(context())[1]) == 1                              # counted as a repeat
