@@ -348,6 +348,14 @@ class LLMProposer(Proposer):
         failure, detail, source, build_reason = None, "", parent, None
         turn, redraws = 0, 0            # repair turns taken; re-draws of repeated answers in this turn
         broken_redraws = 0              # re-draws of answers that broke the program (before any repair)
+
+        def reanchor() -> None:
+            """The grammar again, with the line loads just updated (what the last attempt wasted)."""
+            nonlocal grammar, base_sampling
+            grammar, windows_after = self._grammar(parent, worked, repeated, broken)
+            base_sampling = base_sampling.model_copy(update={"grammar": grammar})
+            attempts[-1]["windows_after"] = windows_after
+
         while True:
             k = len(attempts)
             heat = redraws * cfg.resample_heat
@@ -393,9 +401,7 @@ class LLMProposer(Proposer):
                         self._own.setdefault(program_key(parent), []).append((source, EditFailure.duplicate.value))
                     if grammar is not None:            # ... anchored away from the lines it just repeated
                         repeated = repeated + [seen]
-                        grammar, redraw_windows = self._grammar(parent, worked, repeated, broken)
-                        base_sampling = base_sampling.model_copy(update={"grammar": grammar})
-                        attempts[-1]["windows_after"] = redraw_windows
+                        reanchor()
                     continue
                 break                                  # not a mistake to repair: the model has no other idea here
             if (grammar is not None and turn == 0 and failure.value in BROKEN and source != parent
@@ -405,9 +411,7 @@ class LLMProposer(Proposer):
                 broken_redraws += 1
                 self._own.setdefault(program_key(parent), []).append((source, failure.value))
                 broken = broken + [source]
-                grammar, redraw_windows = self._grammar(parent, worked, repeated, broken)
-                base_sampling = base_sampling.model_copy(update={"grammar": grammar})
-                attempts[-1]["windows_after"] = redraw_windows
+                reanchor()
                 if grammar is not None:
                     continue
             if turn >= cfg.repair_retries:
