@@ -10,6 +10,11 @@ seconds per example, where the base came from (de-quantised from the GGUF, or th
 safetensors copy: agent.ce_update.load_base) and how long that took, and the worker's peak memory.
 
     python benchmarks/ce_update.py [--cycles 7] [--every 2] [--model qwen2.5-coder-1.5b]
+    python benchmarks/ce_update.py --cycles 6 --every 2 --llm 3 --evolution 0   # the llm alone
+
+With the overlapped pipeline, cycle n+1's proposals are written while cycle n trains, so an adapter
+trained after cycle n first writes in cycle n+2; with evolution beside it the bandit may also give
+the llm no slot in that cycle, which is why --evolution 0 exists.
 """
 from __future__ import annotations
 
@@ -80,7 +85,8 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=7)
     ap.add_argument("--every", type=int, default=2, help="CE update every n cycles")
     ap.add_argument("--llm", type=int, default=3, help="llm candidates per cycle")
-    ap.add_argument("--evolution", type=int, default=2, help="evolution candidates per cycle (elites for the CE)")
+    ap.add_argument("--evolution", type=int, default=2, help="evolution candidates per cycle (elites for the CE); 0: the llm alone, "
+                    "so the bandit cannot starve it of the cycles where a new adapter serves")
     ap.add_argument("--model", default=None, help="catalogue name or .gguf (default: the catalogue's default)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sandbox", default="subprocess")
@@ -90,8 +96,8 @@ def main() -> None:
     args = ap.parse_args()
     generator = {"backend": "llama_cpp", "threads": args.threads, **({"model": args.model} if args.model else {})}
     config = RunConfig.load(None, cycles=args.cycles, seed=args.seed, generator=generator,
-                            proposers=[{"name": "llm", "candidates": args.llm},
-                                       {"name": "evolution", "candidates": args.evolution}],
+                            proposers=[{"name": "llm", "candidates": args.llm}]
+                            + ([{"name": "evolution", "candidates": args.evolution}] if args.evolution > 0 else []),
                             sandbox={"backend": args.sandbox}, ce_update={"every": args.every, "max_steps": args.max_steps})
     workdir = Path(tempfile.mkdtemp(prefix="ensnas-ce-"))
     load_before, start = os.getloadavg(), time.perf_counter()
